@@ -1,0 +1,87 @@
+"""What an adapter is: the one place that knows a model family's module paths.
+
+A family adapter lists its hook points as declarative ``Point``s (which module, its input or output,
+which tuple item, which slice of the last dim, split into heads or not). Because a Point says *where*
+the value lives rather than holding a closure, the same table serves capture today and writing a value
+back (patching, ablation, steering) later. Analyses never see modules, only the tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from probe.errors import NoHeadError
+
+
+@dataclass(frozen=True)
+class Point:
+    """One hook point: ``module``'s input (``side="in"``, first positional arg) or output."""
+
+    name: str
+    module: nn.Module
+    side: Literal["in", "out"] = "out"
+    item: int | None = None  # tuple element of the output (attention modules return (out, weights))
+    cols: tuple[int, int] | None = None  # slice of the last dim (GPT-2's fused q|k|v projection)
+    heads: int | None = None  # split the last dim into [heads, d_head]
+
+    def pick(self, value) -> torch.Tensor:
+        if self.item is not None:
+            value = value[self.item]
+        if self.cols is not None:
+            value = value[..., self.cols[0] : self.cols[1]]
+        if self.heads is not None:
+            value = value.unflatten(-1, (self.heads, -1))
+        return value
+
+
+class Adapter:
+    """Base adapter. Subclasses set ``family`` and fill the dims, ``body``, ``blocks`` and ``points``."""
+
+    family: str = ""
+    # Hooks whose values are only produced by the eager attention kernel.
+    needs_eager = ("attn.hook_pattern",)
+    # Hook points inside the LM head rather than the body (fired by ``head``, not by the body's forward).
+    head_points: frozenset[str] = frozenset()
+
+    def __init__(self, hf: nn.Module, kind: str):
+        self.hf = hf
+        self.kind = kind
+        self.config = hf.config
+
+    # -- shape -------------------------------------------------------------------------------
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_mlp: int
+    vocab_size: int
+    n_ctx: int
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    # -- structure ---------------------------------------------------------------------------
+    body: nn.Module  # the bare transformer, without any LM head
+    blocks: nn.ModuleList
+
+    def points(self) -> list[Point]:
+        """Every hook point, in forward order (``logits`` is added by the capture code)."""
+        raise NotImplementedError
+
+    def body_inputs(self, ids: torch.Tensor, mask: torch.Tensor) -> dict:
+        return {"input_ids": ids, "attention_mask": mask}
+
+    # -- heads -------------------------------------------------------------------------------
+    def head(self, resid: torch.Tensor) -> torch.Tensor:
+        """Logits from a residual-stream vector (before any final norm), exactly as the model's head.
+
+        ``resid`` [..., d_model] -> [..., vocab]. The logit lens applies this to every layer.
+        """
+        raise NoHeadError(
+            f"{self.config.name_or_path or self.family} is a bare encoder with no language-model head, so it has "
+            "no token distribution; load a checkpoint with an LM head (e.g. tiny-bert, bert-base-uncased)"
+        )

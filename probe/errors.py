@@ -1,0 +1,28 @@
+"""Every user-facing failure is a ProbeError: one line naming the problem and the fix."""
+
+from __future__ import annotations
+
+__all__ = ["ProbeError", "LoadError", "HookNameError", "InputError", "NoHeadError"]
+
+
+class ProbeError(Exception):
+    """Base class. The CLI prints ``str(err)`` as one line and exits with code 2."""
+
+
+class LoadError(ProbeError):
+    """A model could not be loaded (unknown name, hub unreachable, unsafe checkpoint, unknown family)."""
+
+
+class HookNameError(ProbeError, KeyError):
+    """A hook name or pattern matches no hook point of the model."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message; we want it plain
+        return str(self.args[0])
+
+
+class InputError(ProbeError, ValueError):
+    """Inputs the model cannot take: empty text, too long, no [MASK] where one is needed, bad position."""
+
+
+class NoHeadError(ProbeError):
+    """The model has no language-model head, so it has no token distribution to show."""

