@@ -1,0 +1,123 @@
+"""How much does capturing cost? probe vs the bare transformer, TransformerLens and HF, in one process.
+
+A GPT-2-small-shaped model with random weights (same FLOPs as the real one: 12 layers, d_model 768,
+12 heads, vocab 50257) runs the same token batch through:
+
+- body:         the bare transformer (``GPT2Model``; no LM head, no capture) — the floor;
+- probe all:    probe capturing all 12 ``hook_resid_post``;
+- probe L2:     probe capturing ``blocks.2.hook_resid_post`` only (the forward stops after block 2);
+- TL cache:     TransformerLens 4 bridge ``run_with_cache(names_filter=<the 12 resid_post>)``;
+- HF hidden:    ``GPT2LMHeadModel(..., output_hidden_states=True)``.
+
+Prints medians and ratios. Targets (issue #2): probe all <= 1.10x body and <= 0.80x TL cache;
+probe L2 <= 0.35x body.
+
+    python benchmarks/capture.py [--batch 4] [--seq 128] [--reps 7] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+
+def timed(fn, reps: int, sync) -> float:
+    fn()  # warm-up (allocator, kernels, hooks)
+    times = []
+    for _ in range(reps):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--no-tl", action="store_true", help="skip TransformerLens (if not installed)")
+    args = ap.parse_args()
+
+    from tokenizers import Tokenizer, models
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    import probe
+
+    torch.manual_seed(0)
+    cfg = GPT2Config()  # GPT-2 small: 12 layers, 768 wide, 12 heads, 50257 vocab
+    folder = tempfile.mkdtemp()
+    GPT2LMHeadModel(cfg).save_pretrained(folder)
+    vocab = {f"t{i}": i for i in range(cfg.vocab_size)}
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="t0")), eos_token="t0")
+    tok.save_pretrained(folder)
+    model = probe.load(folder, device=args.device)
+    hf = model.hf
+    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), device=args.device)
+    mask = torch.ones_like(ids)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    all_resid = [f"blocks.{i}.hook_resid_post" for i in range(cfg.n_layer)]
+
+    def body():
+        with torch.inference_mode():
+            hf.transformer(input_ids=ids, attention_mask=mask, use_cache=False)
+
+    def hf_hidden():
+        with torch.inference_mode():
+            hf(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+
+    cases = {
+        "body (bare transformer)": body,
+        "probe: all 12 resid_post": lambda: model.run(ids, hooks=all_resid),
+        "probe: layer 2 only": lambda: model.run(ids, hooks=["blocks.2.hook_resid_post"]),
+        "HF output_hidden_states": hf_hidden,
+    }
+    if not args.no_tl:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        bridge = TransformerBridge.boot_transformers(
+            folder, hf_model=GPT2LMHeadModel.from_pretrained(folder).to(args.device), tokenizer=tok
+        )
+        names = set(all_resid)
+
+        def tl_cache():
+            with torch.inference_mode():
+                bridge.run_with_cache(ids, names_filter=lambda n: n in names)
+
+        cases["TL bridge run_with_cache"] = tl_cache
+
+    results = {name: timed(fn, args.reps, sync) for name, fn in cases.items()}
+    base = results["body (bare transformer)"]
+    tl = results.get("TL bridge run_with_cache")
+    print(
+        f"GPT-2-small shape, random weights, batch {args.batch} x {args.seq} tokens, {args.device}, "
+        f"{torch.get_num_threads()} threads, median of {args.reps}"
+    )
+    print(f"| {'case':<28} | {'median ms':>9} | {'x body':>7} | {'x TL':>6} |")
+    print(f"|{'-' * 30}|{'-' * 11}|{'-' * 9}|{'-' * 8}|")
+    for name, t in results.items():
+        vs_tl = f"{t / tl:6.2f}" if tl else "   n/a"
+        print(f"| {name:<28} | {t * 1e3:9.1f} | {t / base:7.2f} | {vs_tl} |")
+    all_ratio = results["probe: all 12 resid_post"] / base
+    l2_ratio = results["probe: layer 2 only"] / base
+    print(
+        f"\ntargets: all-layer <= 1.10x body: {all_ratio:.2f} {'OK' if all_ratio <= 1.10 else 'MISSED'}; "
+        f"layer-2-only <= 0.35x body: {l2_ratio:.2f} {'OK' if l2_ratio <= 0.35 else 'MISSED'}",
+        end="",
+    )
+    if tl:
+        r = results["probe: all 12 resid_post"] / tl
+        print(f"; all-layer <= 0.80x TL: {r:.2f} {'OK' if r <= 0.80 else 'MISSED'}")
+    else:
+        print()
+
+
+if __name__ == "__main__":
+    main()
