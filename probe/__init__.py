@@ -9,9 +9,24 @@
 
 from __future__ import annotations
 
+from probe.cards import models
+from probe.compare import compare
 from probe.errors import HookNameError, InputError, LoadError, NoHeadError, ProbeError
 from probe.model import Model, load
+from probe.report import report
 from probe.run import Run
 
-__all__ = ["load", "Model", "Run", "ProbeError", "LoadError", "HookNameError", "InputError", "NoHeadError"]
+__all__ = [
+    "load",
+    "Model",
+    "Run",
+    "compare",
+    "report",
+    "models",
+    "ProbeError",
+    "LoadError",
+    "HookNameError",
+    "InputError",
+    "NoHeadError",
+]
 __version__ = "0.1.0"

@@ -64,7 +64,7 @@ class Model:
         return self.to_str_tokens(self.encode([text])[0][0])
 
     def to_str_tokens(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
-        """Token ids -> one decoded string each (" the", "##ing" shown as "ing" is not done: raw pieces)."""
+        """Token ids -> one decoded string per token, as the tokenizer decodes it alone (" the", "##ing")."""
         ids = [int(i) for i in ids]
         return [self.tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in ids]
 
@@ -135,6 +135,8 @@ class Model:
         if batch_size < 1:
             raise InputError("batch_size must be at least 1")
         names = self.default_hooks if hooks is None else resolve_names(hooks, self.hook_names, self.name)
+        if not names:
+            raise InputError("hooks=[] captures nothing; pass hook names or patterns, or None for the default set")
         ids, mask = ids.to(self.device), mask.to(self.device)
         chunks = [
             forward_capture(self.adapter, ids[s : s + batch_size], mask[s : s + batch_size], names, grad=grad)

@@ -54,10 +54,12 @@ class Run:
             return self.cache[name]
         if name in self.model.hook_names:
             raise HookNameError(f"'{name}' was not captured in this run; run again with hooks=[..., '{name}']")
+        if any(c in name for c in "*?["):
+            raise HookNameError(f"run[...] takes one hook name, not the pattern '{name}'; see run.keys()")
         from probe.hooks import resolve_names
 
-        resolve_names([name], self.model.hook_names, self.model.name)  # raises with a suggestion
-        raise AssertionError("unreachable")
+        resolve_names([name], self.model.hook_names, self.model.name)  # unknown: raises with a suggestion
+        raise HookNameError(f"'{name}' was not captured in this run")
 
     def __contains__(self, name: str) -> bool:
         return name in self.cache

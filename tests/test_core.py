@@ -150,6 +150,10 @@ def test_uncaptured_hook_says_how(tiny_gpt):
     run = tiny_gpt.run("hi there", hooks=["logits"])
     with pytest.raises(HookNameError, match="was not captured"):
         run["blocks.0.hook_resid_post"]
+    with pytest.raises(HookNameError, match="not the pattern"):
+        run["blocks.*.hook_resid_post"]
+    with pytest.raises(HookNameError, match="did you mean"):
+        run["blocks.0.hook_resid_pots"]
 
 
 def test_masked_without_mask_token(tiny_bert):
@@ -176,6 +180,11 @@ def test_too_long_text(tiny_gpt):
 def test_bad_inputs(tiny_gpt, bad):
     with pytest.raises(InputError):
         tiny_gpt.run(bad)
+
+
+def test_empty_hook_list(tiny_gpt):
+    with pytest.raises(InputError, match="captures nothing"):
+        tiny_gpt.run("The robot", hooks=[])
 
 
 def test_bad_position_and_target(tiny_gpt):
