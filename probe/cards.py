@@ -1,0 +1,283 @@
+"""Model cards: what a model is (family, size, training, held-out scores), for reports and ``probe models``.
+
+A checkpoint folder may hold a ``probe_card.json`` (the bundled models do: shape, training settings and
+held-out evaluation). Whatever it lacks is filled from the config, so every model has a card.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from probe.model import Model
+
+CARD_FILE = "probe_card.json"
+
+# Families that load from the hub or a local folder; figures from their configs (shown when not cached).
+HUB_EXAMPLES = [
+    {
+        "name": "gpt2",
+        "kind": "causal",
+        "family": "gpt2",
+        "params": 124_439_808,
+        "layers": 12,
+        "heads": 12,
+        "d_model": 768,
+        "context": 1024,
+        "vocab": 50257,
+    },
+    {
+        "name": "distilgpt2",
+        "kind": "causal",
+        "family": "gpt2",
+        "params": 81_912_576,
+        "layers": 6,
+        "heads": 12,
+        "d_model": 768,
+        "context": 1024,
+        "vocab": 50257,
+    },
+    {
+        "name": "bert-base-uncased",
+        "kind": "masked",
+        "family": "bert",
+        "params": 109_514_298,
+        "layers": 12,
+        "heads": 12,
+        "d_model": 768,
+        "context": 512,
+        "vocab": 30522,
+    },
+]
+PACKAGED_EXAMPLES = [
+    {
+        "name": "all-minilm-l6-v2",
+        "kind": "encoder",
+        "family": "bert",
+        "params": 22_713_216,
+        "layers": 6,
+        "heads": 12,
+        "d_model": 384,
+        "context": 512,
+        "vocab": 30522,
+    },
+]
+COLUMNS = [
+    "name",
+    "source",
+    "kind",
+    "family",
+    "params",
+    "layers",
+    "heads",
+    "d_model",
+    "context",
+    "vocab",
+    "installed",
+    "heldout",
+]
+
+
+def model_dir(model: Model) -> Path | None:
+    """The local folder a loaded model came from, or None (hub models live in the HF cache)."""
+    from probe.loading import BUNDLED, bundled_path
+
+    if model.name in BUNDLED and bundled_path(model.name).is_dir():
+        return bundled_path(model.name)
+    source = getattr(model.hf.config, "name_or_path", "") or ""
+    path = Path(source).expanduser() if source else None
+    return path if path is not None and path.is_dir() else None
+
+
+def read_card(folder: Path | None) -> dict[str, Any]:
+    """The folder's ``probe_card.json`` as a dict; {} when absent or unreadable (a card is optional)."""
+    if folder is None:
+        return {}
+    file = folder / CARD_FILE
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def count_params(folder: Path) -> int | None:
+    """Parameters stored in a folder's safetensors files, read from their headers (no weights loaded)."""
+    total, found = 0, False
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with open(file, "rb") as f:
+                (size,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(size))
+        except (OSError, ValueError, struct.error):
+            return None
+        for key, info in header.items():
+            if key != "__metadata__":
+                n = 1
+                for d in info.get("shape", []):
+                    n *= int(d)
+                total += n
+                found = True
+    return total if found else None
+
+
+def card(model: Model) -> dict[str, Any]:
+    """The model's card: ``probe_card.json`` from its folder if present, completed from the config.
+
+    Returns:
+        dict with at least name, kind, family, params, layers, heads, d_model, d_mlp, context, vocab;
+        plus whatever the card file holds (e.g. shape, train, tokens_seen, eval).
+
+    Example:
+        >>> probe.cards.card(probe.load("tiny-gpt"))["eval"]["gpt_ppl"]
+    """
+    folder = model_dir(model)
+    params = count_params(folder) if folder is not None else None
+    if params is None:
+        params = sum(p.numel() for p in model.hf.parameters())
+    base = {
+        "name": model.name,
+        "kind": model.kind,
+        "family": model.adapter.family,
+        "params": int(params),
+        "layers": model.n_layers,
+        "heads": model.n_heads,
+        "d_model": model.d_model,
+        "d_mlp": model.d_mlp,
+        "context": model.n_ctx,
+        "vocab": model.vocab_size,
+    }
+    stored = read_card(folder)
+    # the loaded model is the truth about its shape; the file adds what a config cannot know
+    name = stored.get("name", model.name)
+    return {
+        "name": name,
+        **{k: v for k, v in stored.items() if k != "name"},
+        **{k: v for k, v in base.items() if k != "name"},
+    }
+
+
+def heldout_summary(card: dict[str, Any]) -> str:
+    """The held-out metrics of a card that concern its kind, as one short string ("" when none)."""
+    results = card.get("eval")
+    if not isinstance(results, dict):
+        return ""
+    if card.get("kind") == "causal":
+        keys = [k for k in results if k.endswith("_ppl")]
+        keys.sort(key=lambda k: (not k.startswith("gpt"), k))
+    elif card.get("kind") == "masked":
+        keys = [k for k in results if "masked_top" in k]
+        keys.sort(key=lambda k: (not k.startswith("bert"), k))
+    else:
+        keys = []
+    parts = []
+    for k in keys:
+        v = results[k]
+        if isinstance(v, (int, float)):
+            parts.append(f"{k} {v:.3g}" if "ppl" in k else f"{k} {v:.1%}")
+    return ", ".join(parts)
+
+
+def _config_row(name: str, folder: Path, source: str, fallback: dict) -> dict:
+    """A row for a model on disk, read from its config.json (no model load)."""
+    row = {**fallback, "name": name, "source": source, "installed": True}
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {**row, "installed": False}
+    family = config.get("model_type", row.get("family"))
+    archs = tuple(config.get("architectures") or ())
+    kind = (
+        "causal"
+        if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+        else "masked"
+        if any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in archs)
+        else "encoder"
+    )
+    get = config.get
+    row.update(
+        family=family,
+        kind=kind,
+        layers=get("n_layer", get("num_hidden_layers", row.get("layers"))),
+        heads=get("n_head", get("num_attention_heads", row.get("heads"))),
+        d_model=get("n_embd", get("hidden_size", row.get("d_model"))),
+        context=get("n_positions", get("max_position_embeddings", row.get("context"))),
+        vocab=get("vocab_size", row.get("vocab")),
+        params=count_params(folder) or row.get("params"),
+    )
+    stored = read_card(folder)
+    if stored:
+        row["heldout"] = heldout_summary({**stored, "kind": kind})
+    return row
+
+
+def _zoo_shape() -> dict:
+    try:
+        from probe.zoo.train import Shape
+    except Exception:  # the training module is optional at run time
+        return {}
+    shape = Shape()
+    return {
+        "layers": shape.n_layers,
+        "heads": shape.n_heads,
+        "d_model": shape.d_model,
+        "context": shape.n_ctx,
+        "vocab": shape.vocab_size,
+    }
+
+
+def _hub_cached(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # no hub library or an unreadable cache: it is simply not installed
+        return False
+
+
+def models() -> pd.DataFrame:
+    """Models probe knows: the bundled demos, a packaged encoder, and hub examples.
+
+    Returns:
+        DataFrame [name, source, kind, family, params, layers, heads, d_model, context, vocab, installed,
+        heldout]: source is "bundled", "packaged" or "hub"; installed says whether it loads offline now;
+        heldout summarises the card's held-out metrics (perplexity, masked top-k accuracy).
+
+    Example:
+        >>> probe.models()[["name", "kind", "params", "installed"]]
+    """
+    import importlib.resources
+    import importlib.util
+
+    import pandas as pd
+
+    from probe.loading import BUNDLED, PACKAGED, bundled_path
+
+    rows = []
+    for name in BUNDLED:
+        folder = bundled_path(name)
+        kind = "causal" if "gpt" in name else "masked"
+        fallback = {"kind": kind, "family": "gpt2" if kind == "causal" else "bert", "installed": False, "heldout": ""}
+        if (folder / "config.json").exists():
+            rows.append(_config_row(name, folder, "bundled", fallback))
+        else:  # not trained/installed yet: the shape the zoo trains them with
+            rows.append({**fallback, **_zoo_shape(), "name": name, "source": "bundled"})
+    for example in PACKAGED_EXAMPLES:
+        row = {**example, "source": "packaged", "installed": False, "heldout": ""}
+        package, inner = PACKAGED.get(example["name"], (None, None))
+        if package and importlib.util.find_spec(package) is not None:
+            folder = Path(str(importlib.resources.files(package) / inner))
+            row = _config_row(example["name"], folder, "packaged", row)
+        rows.append(row)
+    for example in HUB_EXAMPLES:
+        rows.append({**example, "source": "hub", "installed": _hub_cached(example["name"]), "heldout": ""})
+    frame = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    for col in ("params", "layers", "heads", "d_model", "context", "vocab"):
+        frame[col] = frame[col].astype("Int64")
+    frame["heldout"] = frame["heldout"].fillna("")
+    return frame

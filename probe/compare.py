@@ -1,0 +1,400 @@
+"""GPT vs BERT (any causal and masked LMs): how does each fill the [MASK] slot, and when does it decide?
+
+Three kinds of evidence, one long frame:
+
+- ``masked``: a masked LM's distribution at its own mask token (both sides of the slot are seen);
+- ``next_token``: a causal LM's next-token distribution from the text left of the slot;
+- ``rescored``: every candidate word (the union of all models' top-k) put into the slot, and the whole
+  sentence scored by the causal LM (sum of token log-probs, so the right context counts and words of
+  several tokens are handled), normalised over the candidate set.
+
+Tokens become words the same way for every tokenizer: byte-level BPE (``Ġthe``), WordPiece (``##ing``)
+and SentencePiece (``▁the``) markers and spaces are stripped; special tokens, word pieces that continue
+the previous word, punctuation-only tokens and partial UTF-8 bytes are dropped from word lists.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from probe.errors import InputError, NoHeadError
+
+if TYPE_CHECKING:
+    from probe._compare_frame import CompareFrame
+    from probe.model import Model
+
+MASK = "[MASK]"
+DEFAULT_TEXT = "The robot must [MASK] hurt the human."
+DEFAULT_MODELS = ("tiny-gpt", "tiny-bert")
+COLUMNS = ["model", "kind", "method", "rank", "word", "prob", "token", "token_id", "log_prob"]
+
+__all__ = ["compare", "to_word", "is_word", "Slot", "DEFAULT_TEXT", "DEFAULT_MODELS", "MASK", "CompareFrame"]
+
+
+def __getattr__(name: str):  # CompareFrame subclasses pandas.DataFrame: import pandas only when asked
+    if name == "CompareFrame":
+        from probe._compare_frame import CompareFrame
+
+        return CompareFrame
+    raise AttributeError(f"module 'probe.compare' has no attribute {name!r}")
+
+
+# -- words ---------------------------------------------------------------------------------------
+def to_word(token: str) -> str:
+    """A token (raw piece or decoded) -> the word it spells: ``"Ġnot"``, ``" not"``, ``"▁not"``, ``"##not"`` -> ``"not"``."""
+    word = token[2:] if token.startswith("##") else token
+    return word.lstrip("Ġ▁ \t\n").rstrip()
+
+
+def is_word(word: str) -> bool:
+    """True for a usable word: has a letter or digit, and no partial UTF-8 byte (``�``)."""
+    return bool(word) and "\ufffd" not in word and any(ch.isalnum() for ch in word)
+
+
+def marker_style(tokenizer) -> str:
+    """How a tokenizer marks word boundaries: "bpe" (Ġ), "sentencepiece" (▁) or "wordpiece" (##)."""
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer.encode("the cat sat down", add_special_tokens=False))
+    if any(p.startswith("Ġ") for p in pieces):
+        return "bpe"
+    if any(p.startswith("▁") for p in pieces):
+        return "sentencepiece"
+    return "wordpiece"
+
+
+def starts_word(piece: str, style: str) -> bool:
+    """Does raw piece ``piece`` begin a new word (rather than continue the one before it)?"""
+    if style == "wordpiece":
+        return not piece.startswith("##")
+    return piece.startswith("Ġ" if style == "bpe" else "▁")
+
+
+# -- the slot ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Slot:
+    """The text around the [MASK]: ``left + space + WORD + right``."""
+
+    left: str
+    space: str
+    right: str
+
+    @classmethod
+    def parse(cls, text: str, need_mask: bool) -> Slot:
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(
+                "no text given; pass a sentence with one [MASK], e.g. 'The robot must [MASK] hurt the human.'"
+            )
+        count = text.count(MASK)
+        if count > 1:
+            raise InputError(f"the text has {count} {MASK} markers; compare fills one slot, so keep exactly one")
+        if count == 0:
+            if need_mask:
+                raise InputError(
+                    f"the text has no {MASK}; masked models fill a slot, so put {MASK} where a word is missing, "
+                    f"e.g. '{DEFAULT_TEXT}'"
+                )
+            return cls(text.rstrip(), " ", "")  # causal models only: the slot is the next word
+        before, after = text.split(MASK)
+        left = before.rstrip()
+        return cls(left, before[len(left) :], after)
+
+    def fill(self, word: str) -> str:
+        return f"{self.left}{self.space}{word}{self.right}"
+
+    def masked_text(self, mask_token: str) -> str:
+        return self.fill(mask_token)
+
+    @property
+    def wants_word_start(self) -> bool:
+        """A filler after a space starts a new word; one glued to the left text may continue it."""
+        return bool(self.space) and bool(self.left)
+
+
+# -- per model -----------------------------------------------------------------------------------
+def _load(model: Model | str) -> Model:
+    from probe.model import Model, load
+
+    if isinstance(model, Model):
+        return model
+    if not isinstance(model, str):
+        raise InputError(f"models must be names, paths or probe Models, got {type(model).__name__}")
+    return load(model)
+
+
+def _slot_run(model: Model, slot: Slot):
+    """Run the text the model needs at the slot; returns (run, position of the slot's prediction)."""
+    n = model.n_layers
+    hooks = [f"blocks.{i}.hook_resid_pre" for i in range(n)] + [f"blocks.{n - 1}.hook_resid_post", "logits"]
+    if model.kind == "masked":
+        mask_token = model.tokenizer.mask_token
+        if mask_token is None:
+            raise InputError(f"{model.name} is masked but its tokenizer has no mask token; it cannot fill a slot")
+        run = model.run(slot.masked_text(mask_token), hooks=hooks)
+        return run, run.mask_position()
+    if slot.left:
+        run = model.run(slot.left, hooks=hooks)
+    else:
+        bos = model.tokenizer.bos_token_id
+        if bos is None:
+            raise InputError(f"{MASK} opens the text, so {model.name} has no left context; put a word before {MASK}")
+        run = model.run(torch.tensor([[bos]]), hooks=hooks)
+    return run, run.lengths[0] - 1
+
+
+def word_distribution(model: Model, logits: torch.Tensor, k: int, slot: Slot) -> list[dict]:
+    """The ``k`` most likely *words* in a [vocab] logit vector (see the module docstring for the rules).
+
+    Returns:
+        Rows {rank, word, prob, token, token_id, log_prob}; prob is the token's own probability.
+    """
+    tok = model.tokenizer
+    style = marker_style(tok)
+    special = set(tok.all_special_ids)
+    log_probs = logits.detach().float().log_softmax(-1)
+    order = log_probs.argsort(descending=True)
+    rows: list[dict] = []
+    seen: set[str] = set()
+    for start in range(0, min(len(order), 5000), 200):  # scan down the ranking until k words are found
+        ids = order[start : start + 200].tolist()
+        pieces = tok.convert_ids_to_tokens(ids)
+        for tid, piece, text in zip(ids, pieces, model.to_str_tokens(ids), strict=True):
+            if piece is None or tid in special:  # None: an id past the tokenizer (padded embedding rows)
+                continue
+            if slot.wants_word_start and not starts_word(piece, style):
+                continue
+            word = to_word(text)
+            if not is_word(word) or word in seen:
+                continue
+            seen.add(word)
+            lp = float(log_probs[tid])
+            rows.append(
+                {
+                    "rank": len(rows) + 1,
+                    "word": word,
+                    "prob": math.exp(lp),
+                    "token": text,
+                    "token_id": tid,
+                    "log_prob": lp,
+                }
+            )
+            if len(rows) == k:
+                return rows
+    return rows
+
+
+def sentence_log_probs(model: Model, texts: list[str], batch_size: int = 32) -> list[float]:
+    """Total log-probability of each text under a causal LM: sum over its tokens of log p(token | before).
+
+    The tokenizer's BOS token is put first when it has one (GPT-2's ``<|endoftext|>``), so the first word
+    is scored too; without one the first token is the given context.
+    """
+    if model.kind != "causal":
+        raise InputError(f"{model.name} is {model.kind}; sentence scoring needs a causal LM")
+    tok = model.tokenizer
+    rows = []
+    for text in texts:
+        ids = tok(text, add_special_tokens=True)["input_ids"]
+        if tok.bos_token_id is not None and (not ids or ids[0] != tok.bos_token_id):
+            ids = [tok.bos_token_id] + ids
+        if len(ids) < 2:
+            raise InputError(f"{text!r} is too short to score; give the sentence some words")
+        if len(ids) > model.n_ctx:
+            raise InputError(
+                f"the filled sentence has {len(ids)} tokens, more than {model.name}'s context of {model.n_ctx}"
+            )
+        rows.append(ids)
+    scores = []
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    for s in range(0, len(rows), batch_size):
+        chunk = rows[s : s + batch_size]
+        width = max(len(r) for r in chunk)
+        # right padding is harmless for a causal LM: no real position can attend to the later pad tokens
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in chunk])
+        logits = model.run(ids, hooks=["logits"])["logits"].float()  # [batch, pos, vocab]
+        log_probs = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None].to(logits.device))[..., 0]
+        for i, r in enumerate(chunk):
+            scores.append(float(log_probs[i, : len(r) - 1].sum()))
+    return scores
+
+
+# -- agreement -----------------------------------------------------------------------------------
+def _ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    for r, i in enumerate(order):
+        ranks[i] = float(r)
+    return ranks
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rho of two equally long lists of (distinct) ranks; NaN for fewer than 2 items."""
+    if len(a) < 2:
+        return float("nan")
+    ra, rb = _ranks(a), _ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    var = math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
+    return cov / var if var else float("nan")
+
+
+def kendall(a: list[float], b: list[float]) -> float:
+    """Kendall's tau (tau-a; ranks have no ties here) of two equally long lists; NaN for fewer than 2."""
+    n = len(a)
+    if n < 2:
+        return float("nan")
+    score = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            score += 1 if (a[i] - a[j]) * (b[i] - b[j]) > 0 else -1 if (a[i] - a[j]) * (b[i] - b[j]) < 0 else 0
+    return score / (n * (n - 1) / 2)
+
+
+def agreement(rows: list[dict], k: int) -> list[dict]:
+    """Pairwise agreement of every two ranked word lists (a list = one model and method).
+
+    Returns:
+        Records {a, b, overlap_at_k, shared, spearman, kendall}: overlap@k = |top-k(a) ∩ top-k(b)| / k;
+        the correlations compare the two rankings over the words both lists contain.
+    """
+    lists: dict[str, dict[str, int]] = {}
+    for r in rows:
+        lists.setdefault(f"{r['model']} · {r['method']}", {})[r["word"]] = r["rank"]
+    names = list(lists)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            ra, rb = lists[a], lists[b]
+            top_a = {w for w, r in ra.items() if r <= k}
+            top_b = {w for w, r in rb.items() if r <= k}
+            shared = [w for w in ra if w in rb]
+            xs, ys = [ra[w] for w in shared], [rb[w] for w in shared]
+            out.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "overlap_at_k": len(top_a & top_b) / k,
+                    "shared": len(shared),
+                    "spearman": spearman(xs, ys),
+                    "kendall": kendall(xs, ys),
+                }
+            )
+    return out
+
+
+# -- the public function -------------------------------------------------------------------------
+def compare(
+    models: Sequence[Model | str] | Model | str = DEFAULT_MODELS,
+    text: str = DEFAULT_TEXT,
+    k: int = 10,
+    rescore: bool = True,
+) -> CompareFrame:
+    """How do several LMs fill the [MASK] in ``text``? Side by side, and layer by layer.
+
+    Args:
+        models: names, paths or loaded Models; causal and masked LMs can be mixed.
+        text: a sentence with one ``[MASK]`` (each masked model gets its own mask token there; causal
+            models read the text left of it). Without [MASK], causal-only comparisons predict the next word.
+        k: words per model and method.
+        rescore: also rank the union of all candidates by each causal model's full-sentence likelihood.
+
+    Returns:
+        CompareFrame (a DataFrame) [model, kind, method, rank, word, prob, token, token_id, log_prob]:
+        method is "masked", "next_token" or "rescored"; prob is the token probability ("masked",
+        "next_token") or the sentence likelihood normalised over the candidates ("rescored"); token is
+        the predicted token, or for "rescored" the word's tokens joined by "|" (token_id is then <NA>);
+        log_prob is the token's log-probability or the whole filled sentence's.
+
+        ``.attrs``: text, k, models, agreement (records, also ``.agreement``: overlap@k, Spearman and
+        Kendall per pair of lists) and layers (records, also ``.layers``: the logit-lens rank of each
+        model's top word at every layer). ``.plot()`` and ``.plot_layers()`` draw them.
+
+    Example:
+        >>> frame = probe.compare(["tiny-gpt", "tiny-bert"], "The robot must [MASK] hurt the human.")
+        >>> frame[frame.method == "masked"].head()
+        >>> frame.attrs["agreement"]
+    """
+    from probe._compare_frame import CompareFrame
+
+    if isinstance(models, str) or not isinstance(models, Sequence):
+        models = [models]
+    if not models:
+        raise InputError("no models given; pass at least one, e.g. ['tiny-gpt', 'tiny-bert']")
+    if not isinstance(k, int) or k < 1:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    loaded = [_load(m) for m in models]
+    for m in loaded:
+        if m.kind == "encoder":
+            raise NoHeadError(
+                f"{m.name} is an encoder without a language-model head, so it cannot fill a slot; "
+                "compare causal or masked LMs (e.g. tiny-gpt, tiny-bert)"
+            )
+    slot = Slot.parse(text, need_mask=any(m.kind == "masked" for m in loaded))
+    names = _unique_names(loaded)
+
+    rows: list[dict] = []
+    layers: list[dict] = []
+    for name, model in zip(names, loaded, strict=True):
+        run, pos = _slot_run(model, slot)
+        method = "masked" if model.kind == "masked" else "next_token"
+        words = word_distribution(model, run.logits_at(pos), k, slot)
+        rows += [{"model": name, "kind": model.kind, "method": method, **w} for w in words]
+        if words:
+            lens = run.logit_lens(k=1, position=pos, target=int(words[0]["token_id"])).drop_duplicates("layer")
+            for layer, rank, prob in zip(lens["layer"], lens["target_rank"], lens["target_prob"], strict=True):
+                layers.append(
+                    {
+                        "model": name,
+                        "kind": model.kind,
+                        "layer": int(layer),
+                        "n_layers": model.n_layers,
+                        "depth": int(layer) / model.n_layers,
+                        "word": words[0]["word"],
+                        "target_rank": int(rank),
+                        "target_prob": float(prob),
+                    }
+                )
+    if rescore:
+        candidates = list(dict.fromkeys(r["word"] for r in rows))
+        for name, model in zip(names, loaded, strict=True):
+            if model.kind != "causal" or not candidates:
+                continue
+            scores = sentence_log_probs(model, [slot.fill(w) for w in candidates])
+            top = max(scores)
+            norm = math.log(sum(math.exp(s - top) for s in scores)) + top
+            ranked = sorted(zip(candidates, scores), key=lambda ws: -ws[1])
+            rows += [
+                {
+                    "model": name,
+                    "kind": model.kind,
+                    "method": "rescored",
+                    "rank": i + 1,
+                    "word": w,
+                    "prob": math.exp(s - norm),
+                    "token": _pieces(model, slot.space + w),
+                    "token_id": None,
+                    "log_prob": s,
+                }
+                for i, (w, s) in enumerate(ranked)
+            ]
+    frame = CompareFrame(rows, columns=COLUMNS)
+    frame["token_id"] = frame["token_id"].astype("Int64")
+    frame.attrs.update(text=text, k=k, models=names, agreement=agreement(rows, k), layers=layers)
+    return frame
+
+
+def _pieces(model: Model, word: str) -> str:
+    """How ``model`` spells a word in tokens, joined by "|" (" unhappy" -> " un|happy")."""
+    ids = model.tokenizer(word, add_special_tokens=False)["input_ids"]
+    return "|".join(model.to_str_tokens(ids))
+
+
+def _unique_names(models: list[Model]) -> list[str]:
+    names, seen = [], {}
+    for m in models:
+        seen[m.name] = seen.get(m.name, 0) + 1
+        names.append(m.name if seen[m.name] == 1 else f"{m.name} #{seen[m.name]}")
+    return names

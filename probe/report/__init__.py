@@ -1,0 +1,11 @@
+"""Self-contained HTML reports: ``probe.report(text, models, path)``, and ``page`` for any figures.
+
+One file per report, plotly.js inlined once, no external URL, everything from text/tokens/models escaped.
+"""
+
+from __future__ import annotations
+
+from probe.report.build import report
+from probe.report.html import Block, Section, page
+
+__all__ = ["report", "page", "Section", "Block"]

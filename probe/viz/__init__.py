@@ -1,0 +1,111 @@
+"""Plotly views of runs and comparisons; every function returns a ``plotly.graph_objects.Figure``.
+
+One module per view: ``tokens``, ``predictions`` (+ ``generation``), ``lens`` (``logit_lens``,
+``lens_target``), ``attention`` (one head, grid, head picker, entropy), ``activations`` (residual norms,
+neurons) and ``compare``. Plotly itself is imported only when a figure is built.
+
+>>> run = probe.load("tiny-gpt").run("The robot must not hurt the human.")
+>>> run.plot.attention(layer=0, head=1).show()
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from probe.viz.activations import neurons, residual_norms
+from probe.viz.attention import attention, attention_entropy, attention_grid, attention_heads
+from probe.viz.compare import compare_layers, comparison
+from probe.viz.lens import lens_table, lens_target, logit_lens
+from probe.viz.predictions import generation, predictions
+from probe.viz.tokens import tokens
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from probe.run import Run
+
+__all__ = [
+    "RunPlots",
+    "tokens",
+    "predictions",
+    "generation",
+    "logit_lens",
+    "lens_target",
+    "lens_table",
+    "attention",
+    "attention_grid",
+    "attention_heads",
+    "attention_entropy",
+    "residual_norms",
+    "neurons",
+    "comparison",
+    "compare_layers",
+]
+
+
+class RunPlots:
+    """``run.plot``: the figures of one run (text ``index`` of a batch, default the first).
+
+    Example:
+        >>> run.plot.tokens(); run.plot.predictions(k=10); run.plot.attention(layer=1, head=0)
+    """
+
+    def __init__(self, run: Run, index: int = 0):
+        run._check_index(index)
+        self.run = run
+        self.index = index
+
+    def __repr__(self) -> str:
+        names = ", ".join(n for n in dir(self) if not n.startswith("_") and n not in ("run", "index"))
+        return f"RunPlots({self.run.model.name}): {names}"
+
+    def tokens(self, per_row: int = 12) -> go.Figure:
+        """The text as tokens with ids (see ``probe.viz.tokens``)."""
+        return tokens(self.run, self.index, per_row=per_row)
+
+    def predictions(self, k: int = 10, position: int | None = None) -> go.Figure:
+        """Top-k bar chart at ``position`` (default: the [MASK] for masked models, the last token otherwise)."""
+        from probe.viz._style import esc
+
+        run = self.run
+        frame = run.predictions(k=k, position=position, index=self.index)
+        pos = run.position_of(position, self.index)
+        name, token = esc(run.model.name), esc(repr(run.token_strs(self.index)[pos]))
+        if run.model.kind == "causal":
+            title = f"{name}: top-{k} next tokens after {token} (position {pos})"
+        else:
+            title = f"{name}: top-{k} tokens for {token} (position {pos})"
+        return predictions(frame, title=title)
+
+    def logit_lens(self) -> go.Figure:
+        """Layers x positions heatmap of each layer's top token (see ``probe.viz.logit_lens``)."""
+        return logit_lens(self.run, self.index)
+
+    def lens_target(self, target: str | int, position: int | None = None) -> go.Figure:
+        """Rank and probability of ``target`` at ``position``, layer by layer."""
+        return lens_target(self.run, target, position=position, index=self.index)
+
+    def attention(self, layer: int, head: int) -> go.Figure:
+        """One head's pattern with token labels."""
+        return attention(self.run, layer, head, self.index)
+
+    def attention_grid(self, max_tokens: int = 40) -> go.Figure:
+        """Every head of every layer (model view); long texts pooled into ``max_tokens`` blocks."""
+        return attention_grid(self.run, self.index, max_tokens=max_tokens)
+
+    def attention_heads(self, max_tokens: int = 128) -> go.Figure:
+        """One head at a time, with a layer dropdown and a head slider."""
+        return attention_heads(self.run, self.index, max_tokens=max_tokens)
+
+    def attention_entropy(self) -> go.Figure:
+        """Mean attention entropy (bits) per layer and head."""
+        return attention_entropy(self.run, self.index)
+
+    def residual_norms(self) -> go.Figure:
+        """Residual-stream norm per layer and position."""
+        return residual_norms(self.run, self.index)
+
+    def neurons(self, layer: int | None = None, k: int = 20) -> go.Figure:
+        """Top-k MLP neurons x tokens of ``layer`` (default: the last); needs ``mlp.hook_post`` captured."""
+        layer = self.run.model.n_layers - 1 if layer is None else layer
+        return neurons(self.run, layer, k=k, index=self.index)

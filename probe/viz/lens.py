@@ -1,0 +1,225 @@
+"""Logit lens views: every layer's best guess at every position, and one target token across layers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from probe.hooks import LOGITS
+from probe.viz._style import (
+    ACCENT,
+    SECOND,
+    SEQUENTIAL,
+    cell_size,
+    esc,
+    figure,
+    labels,
+    layer_names,
+    prob_format,
+    rank_axis,
+    rounded,
+    template,
+    tick_font,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    from probe.run import Run
+
+
+def lens_table(run: Run, index: int = 0, k: int = 3) -> pd.DataFrame:
+    """The logit lens at every real position at once (one head call per layer, not per position).
+
+    Layer ``n_layers`` is the model's own output (the stored logits when captured), as in ``run.logit_lens``.
+    For causal models ``next_rank`` / ``next_prob`` say how each layer ranks the token that actually comes
+    next (NaN at the last position).
+
+    Returns:
+        DataFrame [layer, position, token, rank, top_token, top_id, prob, next_rank, next_prob],
+        ``k`` rows (ranks) per (layer, position).
+    """
+    import pandas as pd
+
+    run._check_index(index)
+    model = run.model
+    length = run.lengths[index]
+    toks = run.token_strs(index)
+    ids = run.ids[index, :length]
+    causal = model.kind == "causal"
+    frames = []
+    with torch.inference_mode():
+        for layer in range(model.n_layers + 1):
+            if layer == model.n_layers and LOGITS in run.cache:
+                logits = run.cache[LOGITS][index, :length]
+            else:
+                logits = model.adapter.head(run.resid(layer)[index, :length])  # [pos, vocab]
+            probs = logits.float().softmax(-1)
+            top = probs.topk(min(k, probs.shape[-1]), dim=-1)  # [pos, k]
+            frame = {
+                "layer": layer,
+                "position": np.repeat(np.arange(length), top.indices.shape[1]),
+                "rank": np.tile(np.arange(1, top.indices.shape[1] + 1), length),
+                "top_id": top.indices.flatten().cpu().numpy(),
+                "prob": top.values.flatten().cpu().numpy(),
+            }
+            if causal:
+                nxt = ids[1:]
+                p_next = probs[:-1].gather(-1, nxt[:, None])  # [pos - 1, 1]
+                rank = (probs[:-1] > p_next).sum(-1) + 1
+                frame["next_rank"] = np.repeat(
+                    np.append(rank.cpu().numpy().astype(float), np.nan), top.indices.shape[1]
+                )
+                frame["next_prob"] = np.repeat(np.append(p_next[:, 0].cpu().numpy(), np.nan), top.indices.shape[1])
+            frames.append(pd.DataFrame(frame))
+    out = pd.concat(frames, ignore_index=True)
+    vocab_strs = dict(zip(out["top_id"].unique().tolist(), model.to_str_tokens(out["top_id"].unique().tolist())))
+    out.insert(2, "token", np.array(toks, dtype=object)[out["position"].to_numpy()])
+    out.insert(4, "top_token", out["top_id"].map(vocab_strs))
+    if not causal:
+        out["next_rank"] = np.nan
+        out["next_prob"] = np.nan
+    return out
+
+
+def logit_lens(run: Run, index: int = 0, max_text_positions: int = 160) -> go.Figure:
+    """Layers x positions heatmap: each cell shows the layer's top token, coloured by its probability.
+
+    Args:
+        run: a Run with the residual stream captured (the default ``run(text)`` does).
+        index: which text of the run.
+        max_text_positions: above this many tokens the cell text is left out (hover still tells).
+
+    Returns:
+        Figure with one Heatmap [layer, position]; x labels are the input tokens. Wide texts scroll.
+
+    Example:
+        >>> run.plot.logit_lens()
+    """
+    import plotly.graph_objects as go
+
+    table = lens_table(run, index, k=3)
+    model = run.model
+    n_layers, length = model.n_layers, run.lengths[index]
+    top1 = table[table["rank"] == 1]
+    z = top1["prob"].to_numpy().reshape(n_layers + 1, length)
+    words = np.array(labels(top1["top_token"].tolist(), 8), dtype=object).reshape(n_layers + 1, length)
+    alts = {}
+    for (layer, pos), group in table.groupby(["layer", "position"], sort=False):
+        alts[layer, pos] = "<br>".join(
+            f"{r}. {esc(repr(t))} {p:.3f}" for r, t, p in zip(group["rank"], group["top_token"], group["prob"])
+        )
+    toks = run.token_strs(index)
+    names = layer_names(n_layers)
+    nxt = top1["next_rank"].to_numpy().reshape(n_layers + 1, length)
+    hover = np.empty((n_layers + 1, length), dtype=object)
+    for layer in range(n_layers + 1):
+        for pos in range(length):
+            extra = ""
+            if model.kind == "causal" and pos + 1 < length:
+                extra = f"<br>actual next {esc(repr(toks[pos + 1]))}: rank {int(nxt[layer, pos])}"
+            hover[layer, pos] = f"{names[layer]}, position {pos} {esc(repr(toks[pos]))}<br>{alts[layer, pos]}{extra}"
+    cell = cell_size(length, target=760, lo=30, hi=64)
+    show_text = length <= max_text_positions
+    what = "the next token" if model.kind == "causal" else "the token at each position"
+    fig = figure(
+        title=f"{esc(model.name)}: logit lens (top guess for {what})",
+        width=int(170 + cell * length),
+        height=140 + 34 * (n_layers + 1),
+        xaxis={
+            "tickmode": "array",
+            "tickvals": list(range(length)),
+            "ticktext": labels(toks, 10),
+            "tickangle": -45 if length > 12 else 0,
+            "tickfont": {"size": tick_font(cell / 2)},
+            "title": {"text": "input token"},
+        },
+        yaxis={
+            "tickmode": "array",
+            "tickvals": list(range(n_layers + 1)),
+            "ticktext": names,
+            "title": {"text": "residual stream"},
+        },
+    )
+    fig.add_trace(
+        go.Heatmap(
+            z=rounded(z),
+            text=words if show_text else None,
+            texttemplate="%{text}" if show_text else None,
+            textfont={"size": 10},
+            customdata=hover,
+            hovertemplate="%{customdata}<extra></extra>",
+            colorscale=SEQUENTIAL,
+            zmin=0,
+            colorbar={"title": {"text": "p(top)"}, "len": 0.9},
+            xgap=1,
+            ygap=1,
+        )
+    )
+    return fig
+
+
+def lens_target(run: Run, target: str | int, position: int | None = None, index: int = 0) -> go.Figure:
+    """Rank and probability of one target token at one position, layer by layer.
+
+    Args:
+        target: a word (one token, e.g. "not") or a token id.
+        position: default: the [MASK] for masked models, the last token for causal ones.
+
+    Returns:
+        Figure with two panels over layers: probability (left) and rank (right, log scale, 1 on top).
+
+    Example:
+        >>> run.plot.lens_target("human")
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    lens = run.logit_lens(k=1, position=position, target=target, index=index)
+    per_layer = lens.drop_duplicates("layer").sort_values("layer")
+    names = layer_names(run.model.n_layers)
+    tok = lens.attrs["token"]
+    tid = lens.attrs["target_id"]
+    shown = run.model.to_str_tokens([tid])[0]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("probability", "rank (1 = top)"), horizontal_spacing=0.14)
+    fig.update_layout(
+        template=template(),
+        title=f"{esc(run.model.name)}: {esc(repr(shown))} at position {lens.attrs['position']} ({esc(repr(tok))})",
+        height=400,
+        width=820,
+        margin={"t": 100},
+        showlegend=False,
+    )
+    x = list(range(len(per_layer)))
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=rounded(per_layer["target_prob"].to_numpy(), 6),
+            mode="lines+markers",
+            line={"color": ACCENT},
+            hovertemplate="%{y:.4f}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=per_layer["target_rank"].to_numpy(),
+            mode="lines+markers+text",
+            text=[str(r) for r in per_layer["target_rank"]],
+            textposition="top center",
+            line={"color": SECOND},
+            hovertemplate="rank %{y}<extra></extra>",
+        ),
+        row=1,
+        col=2,
+    )
+    for col in (1, 2):
+        fig.update_xaxes(tickmode="array", tickvals=x, ticktext=names, tickangle=-30, row=1, col=col)
+    fig.update_yaxes(rangemode="tozero", tickformat=prob_format(float(per_layer["target_prob"].max())), row=1, col=1)
+    fig.update_yaxes(**rank_axis(int(per_layer["target_rank"].max())), row=1, col=2)
+    return fig

@@ -1,0 +1,225 @@
+"""probe.report: one self-contained file, plotly.js once, no external URL, escaped, budgets, and as a
+person sees it in headless Chromium (every figure drawn, no JavaScript error, no injected element)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import probe
+from probe.errors import InputError
+from probe.report import html as report_html
+from probe.report import page, report
+
+TEXT = "The robot must [MASK] hurt the human."
+HOSTILE = "<img src=x onerror=alert(1)>"
+HOSTILE_TEXT = f"The robot must [MASK] hurt the {HOSTILE} human </script><b>x"
+EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
+FIGURES_PER_MODEL = 9  # tokens, predictions, lens, lens target, grid, heads, entropy, norms, neurons
+
+
+def plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def split_plotly(doc: str) -> tuple[str, str]:
+    """(the inlined plotly.js, the document without it)."""
+    js = plotly_js()
+    assert doc.count(js) == 1
+    return js, doc.replace(js, "")
+
+
+def figure_specs(doc: str) -> list[dict]:
+    specs = re.findall(
+        r'<script type="application/json" class="probe-figure" data-target="[^"]+">(.*?)</script>', doc, re.S
+    )
+    return [json.loads(s) for s in specs]
+
+
+@pytest.fixture(scope="module")
+def default_report(tiny_gpt, tiny_bert, tmp_path_factory):
+    path = tmp_path_factory.mktemp("report") / "report.html"
+    start = time.perf_counter()
+    report(TEXT, [tiny_gpt, tiny_bert], path)
+    return path, time.perf_counter() - start
+
+
+@pytest.fixture(scope="module")
+def hostile_report(tiny_gpt_path, tiny_bert, tmp_path_factory):
+    """A model folder whose name and card are hostile, and a hostile text."""
+    folder = tmp_path_factory.mktemp("hostile") / f"evil{HOSTILE}"
+    shutil.copytree(tiny_gpt_path, folder)
+    card = {"name": f"gpt{HOSTILE}", "notes": "</script><script>alert(3)</script>", "eval": {"gpt_ppl": 12.5}}
+    (folder / "probe_card.json").write_text(json.dumps(card))
+    path = tmp_path_factory.mktemp("hostile-report") / "hostile.html"
+    report(HOSTILE_TEXT, [probe.load(str(folder)), tiny_bert], path)
+    return path
+
+
+def test_report_is_self_contained_with_one_plotly(default_report):
+    path, _ = default_report
+    doc = path.read_text(encoding="utf-8")
+    js, rest = split_plotly(doc)  # exactly one verbatim copy of plotly.js
+    assert "Plotly.newPlot" in rest and rest.count("<script") == 1 + len(figure_specs(doc)) + 1 + 1
+    assert not EXTERNAL.search(rest)
+    assert "http://" not in rest and "https://" not in rest
+    assert len(figure_specs(doc)) == 2 + 2 * FIGURES_PER_MODEL  # comparison + per model
+    for name in ("Comparison", "Model card", "Tokens", "Logit lens", "Attention: all heads", "Top MLP neurons"):
+        assert name in rest
+    assert rest.count('class="caption"') >= len(figure_specs(doc))  # every figure explained
+
+
+def test_report_budgets(default_report):
+    path, seconds = default_report
+    assert path.stat().st_size <= 6_000_000
+    assert seconds <= 10, f"report took {seconds:.1f} s"
+
+
+def test_hostile_text_tokens_folder_and_card_stay_text(hostile_report):
+    doc = hostile_report.read_text(encoding="utf-8")
+    _, rest = split_plotly(doc)
+    assert "<img" not in rest.lower()
+    assert "<b>x" not in rest and "</script><b>" not in rest and "<script>alert" not in rest
+    n_specs = len(figure_specs(doc))
+    assert rest.count("<script") == n_specs + 3  # nothing injected: handler, figures, renderer (+ plotly's)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in rest  # shown as text in the page
+    for spec in figure_specs(doc):  # inside the JSON, "<" never appears raw either
+        assert "<img" not in json.dumps(spec["data"]).replace("\\u003c", "")
+
+
+def test_report_checks_its_path_first(tiny_gpt, tmp_path):
+    with pytest.raises(InputError, match="directory"):
+        report(TEXT, [tiny_gpt], tmp_path)
+    with pytest.raises(InputError, match=r"\.html"):
+        report(TEXT, [tiny_gpt], tmp_path / "x.txt")
+    with pytest.raises(InputError, match="does not exist"):
+        report(TEXT, [tiny_gpt], tmp_path / "missing" / "r.html")
+
+
+def test_masked_model_needs_a_mask(tiny_bert, tmp_path):
+    with pytest.raises(InputError, match=r"\[MASK\]"):
+        report("The robot must not hurt the human.", [tiny_bert], tmp_path / "r.html")
+
+
+def test_write_is_atomic(tiny_gpt, tmp_path, monkeypatch):
+    path = tmp_path / "r.html"
+    path.write_text("previous report")
+
+    def broken(*args, **kwargs):  # the rename fails after the temporary file was written
+        raise RuntimeError("disk full")
+
+    original = report_html.os.replace
+    monkeypatch.setattr(report_html.os, "replace", broken)
+    with pytest.raises(RuntimeError):
+        report(TEXT.replace("[MASK]", "not"), [tiny_gpt], path)
+    monkeypatch.setattr(report_html.os, "replace", original)
+    assert path.read_text() == "previous report"
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_single_causal_model_report_and_encoder(tiny_gpt, minilm, tmp_path):
+    path = report("The robot must not hurt the human.", [tiny_gpt, minilm], tmp_path / "r.html")
+    doc = path.read_text(encoding="utf-8")
+    assert "Left out of the comparison" in doc  # the encoder has no head to compare
+    assert len(figure_specs(doc)) == 2 + FIGURES_PER_MODEL + 6  # encoder: no predictions / lens
+
+
+def test_page_writes_figures_and_frames(tiny_gpt, tmp_path):
+    run = tiny_gpt.run("The robot must not hurt the human.")
+    frame = pd.DataFrame({"word": [HOSTILE], "p": [0.5]})
+    path = page(
+        [("Attention", "layer 0 head 1", run.plot.attention(0, 1)), ("Words", "a frame", frame)], tmp_path / "p.html"
+    )
+    doc = path.read_text(encoding="utf-8")
+    assert len(figure_specs(doc)) == 1 and "<td>&lt;img" in doc and "<img" not in split_plotly(doc)[1]
+
+
+# -- in a browser -------------------------------------------------------------------------------
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CLICK_SELECTORS = """<script>
+setTimeout(function () {
+  var out = [];
+  var gds = Array.prototype.filter.call(document.querySelectorAll('.js-plotly-plot'), function (gd) {
+    return gd.layout.updatemenus && gd.layout.updatemenus.length; });
+  var p = Promise.resolve();
+  gds.forEach(function (gd) {
+    var button = gd.layout.updatemenus[0].buttons[1], step = gd.layout.sliders[1].steps[2];
+    p = p.then(function () { return Plotly.update(gd, button.args[0], button.args[1]); })
+         .then(function () { return Plotly.update(gd, step.args[0], step.args[1]); })
+         .then(function () { out.push(gd.layout.title.text + '|' + gd.layout.sliders.map(function (s) { return s.visible; })); });
+  });
+  p.then(function () { var d = document.createElement('div'); d.id = 'clicked'; d.textContent = out.join(';'); document.body.appendChild(d); })
+   .catch(function (e) { window.dispatchEvent(new ErrorEvent('error', {message: 'clicking: ' + e})); });
+}, 200);
+</script></body>"""
+
+
+def chromium_dom(path: Path, tmp_path: Path) -> tuple[str, str]:
+    """Open ``path`` offline in headless Chromium; return (DOM after scripts ran, console log)."""
+    profile = tmp_path / f"profile-{path.stem}"
+    args = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: no name resolves
+        "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000", "--dump-dom", path.as_uri(),
+    ]  # fmt: skip
+    out = subprocess.run(args, capture_output=True, timeout=180, env={**os.environ, "HOME": str(tmp_path)})
+    return out.stdout.decode("utf-8", "replace"), out.stderr.decode("utf-8", "replace")
+
+
+def console_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_report_renders_in_chromium_with_working_selectors(default_report, tmp_path):
+    path, _ = default_report
+    clicked = tmp_path / "clicked.html"
+    clicked.write_text(path.read_text(encoding="utf-8").replace("</body>", CLICK_SELECTORS), encoding="utf-8")
+    dom, log = chromium_dom(clicked, tmp_path)
+    n = len(figure_specs(path.read_text(encoding="utf-8")))
+    assert dom.count('class="plot-container plotly"') == n, "every figure is drawn"
+    assert dom.count('class="main-svg"') >= 2 * n
+    assert not console_lines(log), console_lines(log)
+    assert re.search(r'<div id="probe-errors" role="alert"></div>', dom)  # the page's own error box is empty
+    assert not EXTERNAL.search(dom.replace(plotly_js(), ""))
+    # the head view's dropdown (layer 1) and slider (head 2) switch the head in every head view
+    assert re.search(r'<div id="clicked">[^<]*layer 1 head 2\|false,true', dom), dom[-2000:]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_hostile_report_in_chromium_injects_nothing(hostile_report, tmp_path):
+    dom, log = chromium_dom(hostile_report, tmp_path)
+    n = len(figure_specs(hostile_report.read_text(encoding="utf-8")))
+    assert dom.count('class="plot-container plotly"') == n
+    assert "<img" not in dom.lower()  # no element was made from the token, text, folder or card
+    assert "<b>x" not in dom
+    assert not console_lines(log), console_lines(log)
+
+
+def _bundled_installed() -> bool:
+    from probe.loading import BUNDLED, bundled_path
+
+    return all((bundled_path(name) / "config.json").exists() for name in BUNDLED)
+
+
+@pytest.mark.skipif(not _bundled_installed(), reason="the bundled tiny-gpt / tiny-bert are not installed yet")
+def test_default_report_on_bundled_models_meets_budgets(tmp_path):
+    """`probe report` as shipped: the talk's sentence, tiny-gpt and tiny-bert, <= 6 MB, <= 10 s (loading included)."""
+    start = time.perf_counter()
+    path = report(path=tmp_path / "report.html")
+    seconds = time.perf_counter() - start
+    assert path.stat().st_size <= 6_000_000
+    assert seconds <= 10, f"default report took {seconds:.1f} s"
+    doc = path.read_text(encoding="utf-8")
+    assert len(figure_specs(doc)) == 2 + 2 * FIGURES_PER_MODEL and "tiny-gpt" in doc and "tiny-bert" in doc
