@@ -126,7 +126,7 @@ def test_real_process_prints_one_line_and_no_progress_bars(tiny_bert_path):
         [sys.executable, "-m", "probe.cli", "compare", "no slot here", "-m", tiny_bert_path],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [out.stderr.strip()] and out.stderr.startswith("error: ")

@@ -173,7 +173,7 @@ def chromium_dom(path: Path, tmp_path: Path) -> tuple[str, str]:
         f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: no name resolves
         "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000", "--dump-dom", path.as_uri(),
     ]  # fmt: skip
-    out = subprocess.run(args, capture_output=True, timeout=180, env={**os.environ, "HOME": str(tmp_path)})
+    out = subprocess.run(args, capture_output=True, timeout=600, env={**os.environ, "HOME": str(tmp_path)})
     return out.stdout.decode("utf-8", "replace"), out.stderr.decode("utf-8", "replace")
 
 

@@ -116,3 +116,21 @@ def test_bert_beats_unigram_on_heldout_sample(bert):
     uni5 = sum(g in common for g in gold_all) / n
     assert hits1 / n > uni1 + 0.10, (hits1 / n, uni1)
     assert hits5 / n > uni5 + 0.10, (hits5 / n, uni5)
+
+
+# -- behaviour a random model would fail ----------------------------------------------------------
+def next_prob(model, prefix: str, word: str) -> float:
+    run = model.run(prefix, hooks=["logits"])
+    return float(run.logits_at().softmax(-1)[model.tokenizer.encode(word, add_special_tokens=False)[0]])
+
+
+def test_gpt_knows_frequent_phrases(gpt):
+    assert gpt.run("The United", hooks=["logits"]).predictions(k=1).token.item() == " States"
+    assert " be" in gpt.run("The robot must").predictions(k=3).token.tolist()
+
+
+def test_gpt_function_word_depends_on_context(gpt):
+    """' the' is unlikely right after 'of the' and likely after 'one of': the context is used."""
+    after_the = next_prob(gpt, "It is one of the", " the")
+    after_of = next_prob(gpt, "It is one of", " the")
+    assert after_the < 0.01 and after_of > 0.3, (after_the, after_of)

@@ -59,6 +59,7 @@ class TrainConfig:
     # 30% rather than BERT's 15%: twice the supervised tokens per step, which small models on small
     # compute budgets learn faster from (Wettig et al., 2022, "Should You Mask 15% in MLM?").
     mask_rate: float = 0.3
+    init_from_gpt: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,6 +225,40 @@ def batch(kind: str, stream, tok, shape: Shape, size: int, generator, mask_rate:
     return {"input_ids": ids, "labels": labels}
 
 
+def init_bert_from_gpt(bert, gpt) -> None:
+    """Warm-start BERT from the trained GPT of the same shape and vocabulary.
+
+    A [MASK] position holds no token, so BERT must first learn positional attention before it can beat
+    the unigram plateau; GPT already has (previous-token heads and the like). Each GPT LayerNorm maps to
+    the BERT LayerNorm that feeds the same sublayer: ln_1 of block i+1 -> BERT block i's output norm
+    (it feeds the next attention), ln_2 -> the norm after attention (it feeds the MLP). GPT-2's Conv1D
+    weights are [in, out], Linear's [out, in]. The MLM head's transform starts fresh.
+    """
+    import torch
+
+    g, b = gpt.transformer, bert.bert
+    d = g.wte.weight.shape[1]
+    with torch.no_grad():
+        b.embeddings.word_embeddings.weight.copy_(g.wte.weight)
+        b.embeddings.position_embeddings.weight.copy_(g.wpe.weight)
+        b.embeddings.LayerNorm.load_state_dict(g.h[0].ln_1.state_dict())
+        for i, (gb, bb) in enumerate(zip(g.h, b.encoder.layer)):
+            w, bias = gb.attn.c_attn.weight, gb.attn.c_attn.bias
+            for j, lin in enumerate((bb.attention.self.query, bb.attention.self.key, bb.attention.self.value)):
+                lin.weight.copy_(w[:, j * d : (j + 1) * d].T)
+                lin.bias.copy_(bias[j * d : (j + 1) * d])
+            for lin, conv in (
+                (bb.attention.output.dense, gb.attn.c_proj),
+                (bb.intermediate.dense, gb.mlp.c_fc),
+                (bb.output.dense, gb.mlp.c_proj),
+            ):
+                lin.weight.copy_(conv.weight.T)
+                lin.bias.copy_(conv.bias)
+            bb.attention.output.LayerNorm.load_state_dict(gb.ln_2.state_dict())
+            nxt = g.h[i + 1].ln_1 if i + 1 < len(g.h) else g.ln_f
+            bb.output.LayerNorm.load_state_dict(nxt.state_dict())
+
+
 def train_model(kind: str, work: Path, shape: Shape, cfg: TrainConfig) -> None:
     import torch
 
@@ -231,6 +266,8 @@ def train_model(kind: str, work: Path, shape: Shape, cfg: TrainConfig) -> None:
     torch.set_num_threads(cfg.threads)
     stream = token_stream(work, "train")
     model, tok = build_model(kind, shape, work)
+    if kind == "bert" and cfg.init_from_gpt:
+        init_bert_from_gpt(model, load_trained("gpt", work, shape)[0])
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -266,7 +303,7 @@ def train_model(kind: str, work: Path, shape: Shape, cfg: TrainConfig) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        log.append(float(loss))
+        log.append(float(loss.detach()))
         if step % 50 == 0:
             rate = (time.time() - t0) / 50
             t0 = time.time()
@@ -456,6 +493,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=TrainConfig.steps)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=TrainConfig.lr)
+    ap.add_argument("--warmup", type=int, default=TrainConfig.warmup)
+    ap.add_argument("--init-from-gpt", action="store_true", help="warm-start tiny-bert from the trained tiny-gpt")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     shape = Shape()
@@ -471,7 +511,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.step == "model":
         if args.kind is None:
             ap.error("model needs a kind: gpt or bert")
-        train_model(args.kind, args.work, shape, TrainConfig(steps=args.steps, threads=args.threads, seed=args.seed))
+        cfg = TrainConfig(steps=args.steps, threads=args.threads, seed=args.seed, lr=args.lr, warmup=args.warmup, init_from_gpt=args.init_from_gpt)
+        train_model(args.kind, args.work, shape, cfg)
     elif args.step == "evaluate":
         print(json.dumps(evaluate(args.work, shape), indent=1))
     else:
