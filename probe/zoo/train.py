@@ -441,6 +441,7 @@ A small {"GPT-2" if card["kind"] == "causal" else "BERT"}-architecture {card["ki
   context {s["n_ctx"]} tokens, tied embeddings, {card["params"]:,} parameters (stored fp16, loaded fp32).
 - **Training**: {t["steps"]} steps of {t["batch_size"]} x {s["n_ctx"]} tokens ({card["tokens_seen"]:,} tokens seen, about
   {card["tokens_seen"] / card["train_tokens"]:.1f} epochs), AdamW lr {t["lr"]} cosine, seed {t["seed"]}, on 2 CPU cores.
+  {card.get("notes", "")}
 
 ## Measured on {e["heldout_tokens"]:,} held-out tokens
 
@@ -455,8 +456,11 @@ instructions: use it to see the machinery work, not for its answers.
 """
 
 
-def export(work: Path, dest: Path, shape: Shape) -> None:
-    """Write ordinary HF checkpoints (fp16 safetensors: half the bytes) and their model cards."""
+def export(work: Path, dest: Path, shape: Shape, notes: dict[str, str] | None = None) -> None:
+    """Write ordinary HF checkpoints (fp16 safetensors: half the bytes) and their model cards.
+
+    ``notes``: per model ("gpt"/"bert"), how the run actually went (resumes, schedule changes).
+    """
     import torch
 
     results = json.loads((work / "eval.json").read_text())
@@ -479,6 +483,7 @@ def export(work: Path, dest: Path, shape: Shape) -> None:
             "data_license": "CC BY-SA 4.0",
             **meta,
             "eval": results,
+            "notes": (notes or {}).get(kind, ""),
         }
         (out / "probe_card.json").write_text(json.dumps(card, indent=1))
         (out / "README.md").write_text(card_markdown(card))
@@ -495,6 +500,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lr", type=float, default=TrainConfig.lr)
     ap.add_argument("--warmup", type=int, default=TrainConfig.warmup)
+    ap.add_argument("--note", action="append", default=[], help="export: KIND=TEXT, how a run actually went")
     ap.add_argument("--init-from-gpt", action="store_true", help="warm-start tiny-bert from the trained tiny-gpt")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -511,12 +517,19 @@ def main(argv: list[str] | None = None) -> None:
     elif args.step == "model":
         if args.kind is None:
             ap.error("model needs a kind: gpt or bert")
-        cfg = TrainConfig(steps=args.steps, threads=args.threads, seed=args.seed, lr=args.lr, warmup=args.warmup, init_from_gpt=args.init_from_gpt)
+        cfg = TrainConfig(
+            steps=args.steps,
+            threads=args.threads,
+            seed=args.seed,
+            lr=args.lr,
+            warmup=args.warmup,
+            init_from_gpt=args.init_from_gpt,
+        )
         train_model(args.kind, args.work, shape, cfg)
     elif args.step == "evaluate":
         print(json.dumps(evaluate(args.work, shape), indent=1))
     else:
-        export(args.work, args.dest, shape)
+        export(args.work, args.dest, shape, notes=dict(n.split("=", 1) for n in args.note))
 
 
 if __name__ == "__main__":
