@@ -139,5 +139,8 @@ def test_gpt_function_word_depends_on_context(gpt):
 
 def test_bert_fills_frequent_phrases(bert):
     """Fillers that need the context on both sides of the slot; a random model ranks them ~2000th."""
-    for text, word in [("It is one [MASK] the largest cities in the world.", " of"), ("Paris is the capital [MASK] France.", " of")]:
+    for text, word in [
+        ("It is one [MASK] the largest cities in the world.", " of"),
+        ("Paris is the capital [MASK] France.", " of"),
+    ]:
         assert word in bert.run(text).predictions(k=5).token.tolist(), text
