@@ -286,6 +286,17 @@ def agreement(rows: list[dict], k: int) -> list[dict]:
 
 
 # -- the public function -------------------------------------------------------------------------
+def load_models(models, k: int) -> list[Model]:
+    """One model (name, path or Model) or a sequence of them -> loaded Models; checks ``k`` too."""
+    if isinstance(models, str) or not isinstance(models, Sequence):
+        models = [models]
+    if not models:
+        raise InputError("no models given; pass at least one, e.g. ['tiny-gpt', 'tiny-bert']")
+    if not isinstance(k, int) or k < 1:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    return [_load(m) for m in models]
+
+
 def compare(
     models: Sequence[Model | str] | Model | str = DEFAULT_MODELS,
     text: str = DEFAULT_TEXT,
@@ -319,13 +330,7 @@ def compare(
     """
     from probe._compare_frame import CompareFrame
 
-    if isinstance(models, str) or not isinstance(models, Sequence):
-        models = [models]
-    if not models:
-        raise InputError("no models given; pass at least one, e.g. ['tiny-gpt', 'tiny-bert']")
-    if not isinstance(k, int) or k < 1:
-        raise InputError(f"k must be a positive integer, got {k!r}")
-    loaded = [_load(m) for m in models]
+    loaded = load_models(models, k)
     for m in loaded:
         if m.kind == "encoder":
             raise NoHeadError(

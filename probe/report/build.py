@@ -230,16 +230,10 @@ def report(
     Example:
         >>> probe.report("The robot must [MASK] hurt the human.", ["tiny-gpt", "tiny-bert"], "report.html")
     """
-    from probe.compare import _load, _unique_names
+    from probe.compare import _unique_names, load_models
 
     path = output_path(path)  # fail before any model work
-    if isinstance(models, str) or not isinstance(models, Sequence):
-        models = [models]
-    if not models:
-        raise InputError("no models given; pass at least one, e.g. ['tiny-gpt', 'tiny-bert']")
-    if not isinstance(k, int) or k < 1:
-        raise InputError(f"k must be a positive integer, got {k!r}")
-    loaded = [_load(m) for m in models]
+    loaded = load_models(models, k)
     slot = Slot.parse(text, need_mask=any(m.kind == "masked" for m in loaded))
     names = _unique_names(loaded)
     sections = []
