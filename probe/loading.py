@@ -52,7 +52,8 @@ def resolve(name_or_path: str | os.PathLike) -> tuple[str, Path | None]:
                 f"{path} is a directory but holds no config.json; point to a Hugging Face checkpoint folder"
             )
         return path.name, path
-    if path.suffix or text.startswith((".", "/", "~")) or path.exists():
+    # A hub id is "name" or "org/name" (dots allowed: "Qwen/Qwen2.5-0.5B"); anything else is a path.
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or path.exists():
         raise LoadError(
             f"{text} is not a checkpoint directory; pass a folder with config.json, a hub id, or one of {', '.join(BUNDLED)}"
         )

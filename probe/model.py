@@ -65,8 +65,7 @@ class Model:
 
     def to_str_tokens(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
         """Token ids -> one decoded string per token, as the tokenizer decodes it alone (" the", "##ing")."""
-        ids = [int(i) for i in ids]
-        return [self.tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in ids]
+        return self.tokenizer.batch_decode([[int(i)] for i in ids], clean_up_tokenization_spaces=False)
 
     def encode(self, texts: list[str], truncate: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts -> (ids [batch, pos], mask [batch, pos]) right-padded; errors for empty or too long text."""

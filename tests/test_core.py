@@ -206,6 +206,8 @@ def test_load_errors(tmp_path, tiny_gpt_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(LoadError, match="hub is offline.*bundled"):
         probe.load("surely-not-a-cached-model-id")
+    with pytest.raises(LoadError, match="hub is offline"):  # a dotted hub id is a hub id, not a path
+        probe.load("someorg/model-0.5B")
     with pytest.raises(LoadError, match="no config.json"):
         probe.load(tmp_path)
     # a pickle-only checkpoint is refused unless allowed
