@@ -1,0 +1,507 @@
+"""The Dash app: a text box, model pickers and the report's figures, redrawn live.
+
+The page asks for its figures in a few independent requests, so a change redraws only what depends on
+it: the comparison (text, models), the model views (text, model in detail, focused token) and attention
+(those, plus layer and head). Every callback is a pure function of its inputs and a Workbench (cached,
+locked): nothing about one user's request is kept where another's could read it. Bad input becomes a
+message in the page; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from probe.compare import MASK
+from probe.dashboard._core import COMPARE_VIEWS, EXAMPLES, MAX_CHARS, MODEL_VIEWS, Workbench
+from probe.errors import ProbeError
+
+if TYPE_CHECKING:
+    import dash
+
+log = logging.getLogger("probe.dashboard")
+
+# Section -> (title, caption) of the report (probe.report.build.CAPTIONS), so both read the same.
+TITLES = {
+    "comparison": "Candidate words",
+    "compare_layers": "Layer by layer",
+    "tokens": "Tokens",
+    "predictions": "Predictions",
+    "logit_lens": "Logit lens",
+    "lens_target": "The top answer, layer by layer",
+    "attention": "Attention: one head",
+    "attention_entropy": "Attention entropy (click a cell to pick that head)",
+    "residual_norms": "Residual-stream norm",
+    "neurons": "Top MLP neurons",
+}
+CAPTION_KEYS = {"comparison": "compare", "lens_target": None, "attention": "attention_heads"}
+# Figures a click on a token can come from: clicked point -> token position.
+CLICKABLE = ("tokens", "logit_lens", "attention", "residual_norms")
+MASK_HELP = (
+    f"Put {MASK} where a word is missing. A masked (BERT-style) model fills it from both sides; a causal "
+    f"(GPT-style) model reads only the words before it (without {MASK} it predicts the next word). "
+    "Press Enter or Run. Click a token in a figure to focus it."
+)
+CSS = """
+:root { --ink:#1f2328; --muted:#57606a; --line:#d0d7de; --soft:#f6f8fa; --accent:#1f77b4; }
+* { box-sizing: border-box; }
+body { margin:0; font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif;
+       color: var(--ink); line-height: 1.45; }
+header.top { background: var(--soft); border-bottom: 1px solid var(--line); padding: 14px 24px 10px; }
+header.top h1 { margin: 0; font-size: 22px; }
+.muted { color: var(--muted); font-size: 14px; margin: 4px 0; }
+.controls { padding: 10px 24px; border-bottom: 1px solid var(--line); }
+.controls .muted { max-width: 110ch; }
+.text-row { display: flex; gap: 8px; max-width: 900px; }
+#text { flex: 1; font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 15px;
+        padding: 6px 8px; border: 1px solid var(--line); border-radius: 6px; min-width: 0; }
+button { font: inherit; padding: 5px 12px; border: 1px solid var(--line); border-radius: 6px; background: #fff;
+         cursor: pointer; }
+button.primary { background: var(--accent); color: #fff; border-color: var(--accent); }
+.examples button { font-size: 13px; padding: 2px 8px; margin: 4px 6px 0 0; }
+.pickers { display: flex; flex-wrap: wrap; gap: 8px 18px; align-items: end; margin-top: 8px; }
+.picker { min-width: 120px; font-size: 14px; }
+.picker label, .picker .label { display: block; font-size: 12px; color: var(--muted); }
+.message { margin: 8px 24px 0; white-space: pre-wrap; }
+.message:not(:empty) { color: #a40e26; background: #ffebe9; border: 1px solid #ff8182; border-radius: 6px;
+                       padding: 6px 10px; }
+main { padding: 0 24px 32px; }
+section.part { border-bottom: 1px solid var(--line); padding: 6px 0 14px; }
+section.part > h2 { font-size: 19px; margin: 14px 0 2px; }
+.grid { display: flex; flex-wrap: wrap; gap: 10px 18px; }
+.block h3 { font-size: 15px; margin: 8px 0 2px; }
+.figure-scroll { overflow-x: auto; overflow-y: hidden; max-width: calc(100vw - 60px); border: 1px solid #eaeef2;
+                 border-radius: 6px; }
+"""
+INDEX = (
+    """<!DOCTYPE html>
+<html lang="en">
+<head>
+{%metas%}
+<title>{%title%}</title>
+{%favicon%}
+{%css%}
+<style>"""
+    + CSS
+    + """</style>
+</head>
+<body>
+{%app_entry%}
+<footer>
+{%config%}
+{%scripts%}
+{%renderer%}
+</footer>
+</body>
+</html>"""
+)
+
+
+def blank(height: int = 60) -> dict:
+    """An empty figure (a view that has nothing to show for this state)."""
+    return {
+        "data": [],
+        "layout": {
+            "height": height,
+            "width": 320,
+            "xaxis": {"visible": False},
+            "yaxis": {"visible": False},
+            "margin": {"l": 0, "r": 0, "t": 0, "b": 0},
+            "paper_bgcolor": "white",
+            "plot_bgcolor": "white",
+        },
+    }
+
+
+def one_line(err: BaseException) -> str:
+    """A message for the page: a ProbeError's own line; anything else named, its detail in the log."""
+    if isinstance(err, ProbeError):
+        return " ".join(str(err).split())
+    log.exception("dashboard callback failed")
+    return f"internal error ({type(err).__name__}); the server log has the details and the page keeps working"
+
+
+def clicked_position(view: str, click: Any) -> int | None:
+    """The token position a click on ``view`` points at, or None."""
+    try:
+        point = click["points"][0]
+    except (TypeError, KeyError, IndexError):
+        return None
+    if view == "tokens":  # cells are laid out in rows of per_row tokens; customdata starts "position N"
+        text = str(point.get("customdata", ""))
+    elif view == "attention":  # category "12 ·robot": the query row
+        text = str(point.get("y", ""))
+    else:
+        x = point.get("x")
+        return int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+    match = re.search(r"(?:position )?(\d+)", text)
+    return int(match.group(1)) if match else None
+
+
+def graph(view: str) -> Any:
+    from dash import dcc, html
+
+    from probe.report.build import CAPTIONS
+
+    key = CAPTION_KEYS.get(view, view)
+    caption = CAPTIONS.get(key, "") if key else ""
+    caption = caption.replace("{k}", "10").replace(" {answer}", "")
+    return html.Div(
+        className="block",
+        id=f"block-{view}",
+        children=[
+            html.H3(TITLES[view]),
+            html.Details([html.Summary("how to read it", className="muted"), html.P(caption, className="muted")])
+            if caption
+            else None,
+            html.Div(
+                className="figure-scroll",
+                children=dcc.Graph(
+                    id=f"fig-{view}",
+                    figure=blank(),
+                    config={"displaylogo": False, "responsive": False},
+                ),
+            ),
+        ],
+    )
+
+
+def layout(bench: Workbench, notice: str | None) -> Any:
+    from dash import dcc, html
+
+    first = bench.selected[0]
+    return html.Div(
+        [
+            html.Header(
+                className="top",
+                children=[
+                    html.H1("probe dashboard"),
+                    html.P(
+                        "Type a sentence and watch the models read it: what they predict, where they look, "
+                        "and when they decide. The figures are the ones probe's HTML reports show.",
+                        className="muted",
+                    ),
+                    html.P(notice, className="muted", id="notice") if notice else None,
+                ],
+            ),
+            html.Div(
+                className="controls",
+                children=[
+                    html.Div(
+                        [
+                            html.Div(
+                                className="text-row",
+                                children=[
+                                    dcc.Input(
+                                        id="text",
+                                        type="text",
+                                        value=EXAMPLES[0],
+                                        debounce=True,
+                                        maxLength=MAX_CHARS,
+                                        spellCheck=False,
+                                        autoComplete="off",
+                                        placeholder="a sentence, e.g. The cat sat on the [MASK].",
+                                    ),
+                                    html.Button("Run", id="run", className="primary"),
+                                ],
+                            ),
+                            html.P(MASK_HELP, className="muted"),
+                            html.Div(
+                                className="examples",
+                                children=[html.Span("Examples: ", className="muted")]
+                                + [
+                                    html.Button(t, id={"type": "example", "index": i}, title="use this sentence")
+                                    for i, t in enumerate(EXAMPLES)
+                                ],
+                            ),
+                        ]
+                    ),
+                    html.Div(
+                        className="pickers",
+                        children=[
+                            html.Div(
+                                className="picker",
+                                style={"minWidth": "260px"},
+                                children=[
+                                    html.Label("models", htmlFor="models"),
+                                    dcc.Dropdown(
+                                        id="models",
+                                        options=[{"label": n, "value": n} for n in bench.offered],
+                                        value=list(bench.selected),
+                                        multi=True,
+                                        clearable=False,
+                                    ),
+                                ],
+                            ),
+                            html.Div(
+                                className="picker",
+                                children=[
+                                    html.Span("model in detail", className="label"),
+                                    dcc.RadioItems(
+                                        id="detail",
+                                        options=[{"label": n, "value": n} for n in bench.selected],
+                                        value=first,
+                                        inline=True,
+                                    ),
+                                ],
+                            ),
+                            html.Div(
+                                className="picker",
+                                children=[
+                                    html.Label("layer", htmlFor="layer"),
+                                    dcc.Dropdown(id="layer", options=[], value=0, clearable=False),
+                                ],
+                            ),
+                            html.Div(
+                                className="picker",
+                                children=[
+                                    html.Label("head", htmlFor="head"),
+                                    dcc.Dropdown(id="head", options=[], value=0, clearable=False),
+                                ],
+                            ),
+                            html.Div(
+                                className="picker",
+                                children=[
+                                    html.Span("focus", className="label"),
+                                    html.Span("the model's slot", id="focus-label"),
+                                    html.Button("clear", id="clear-focus", style={"marginLeft": "6px"}),
+                                ],
+                            ),
+                            html.Div(
+                                className="picker",
+                                children=[
+                                    html.Button("Save as report", id="save"),
+                                    dcc.Download(id="download"),
+                                ],
+                            ),
+                        ],
+                    ),
+                ],
+            ),
+            html.Div(id="message", className="message", role="alert"),
+            dcc.Store(id="focus", data=None),
+            html.Main(
+                [
+                    html.Section(
+                        className="part",
+                        id="comparison",
+                        children=[
+                            html.H2("Comparison"),
+                            html.Div(id="compare-message", className="message"),
+                            dcc.Loading(
+                                html.Div(className="grid", children=[graph(v) for v in COMPARE_VIEWS]),
+                                type="circle",
+                                delay_show=150,
+                            ),
+                        ],
+                    ),
+                    html.Section(
+                        className="part",
+                        id="detail-section",
+                        children=[
+                            html.H2(first, id="detail-title"),
+                            html.Div(id="model-message", className="message"),
+                            dcc.Loading(
+                                html.Div(
+                                    className="grid",
+                                    children=[graph(v) for v in ("predictions", "lens_target", "tokens", "logit_lens")],
+                                ),
+                                type="circle",
+                                delay_show=150,
+                            ),
+                            dcc.Loading(
+                                html.Div(className="grid", children=[graph("attention"), graph("attention_entropy")]),
+                                type="circle",
+                                delay_show=150,
+                            ),
+                            dcc.Loading(
+                                html.Div(className="grid", children=[graph("residual_norms"), graph("neurons")]),
+                                type="circle",
+                                delay_show=150,
+                            ),
+                        ],
+                    ),
+                ]
+            ),
+        ]
+    )
+
+
+def make_app(bench: Workbench, notice: str | None = None) -> dash.Dash:
+    """The Dash app over ``bench``: layout and callbacks; serve it with ``probe.dashboard.start``.
+
+    Everything is served from the installed packages (``serve_locally``): no CDN, no external font.
+    """
+    import dash
+    from dash import ALL, Input, Output, State, ctx, dcc, no_update
+
+    app = dash.Dash(
+        __name__,
+        title="probe dashboard",
+        update_title="probe dashboard: updating…",
+        serve_locally=True,
+        include_assets_files=False,  # never pick up an ./assets folder from wherever it is started
+        index_string=INDEX,
+        suppress_callback_exceptions=False,
+    )
+    app.layout = layout(bench, notice)
+
+    @app.callback(
+        Output("text", "value"),
+        Input({"type": "example", "index": ALL}, "n_clicks"),
+        prevent_initial_call=True,
+    )
+    def use_example(clicks):
+        trig = ctx.triggered_id
+        if not isinstance(trig, dict) or not any(clicks or []):
+            return no_update
+        index = trig.get("index")
+        return EXAMPLES[index] if isinstance(index, int) and 0 <= index < len(EXAMPLES) else no_update
+
+    @app.callback(
+        Output("detail", "options"),
+        Output("detail", "value"),
+        Input("models", "value"),
+        State("detail", "value"),
+    )
+    def detail_options(names, current):
+        names = [n for n in (names or []) if n in bench.offered]
+        options = [{"label": n, "value": n} for n in names]
+        return options, current if current in names else (names[0] if names else None)
+
+    @app.callback(
+        Output("layer", "options"),
+        Output("head", "options"),
+        Output("layer", "value"),
+        Output("head", "value"),
+        Output("detail-title", "children"),
+        Input("detail", "value"),
+        Input("fig-attention_entropy", "clickData"),
+        State("layer", "value"),
+        State("head", "value"),
+    )
+    def layer_head(name, click, layer, head):
+        try:
+            model = bench.model(name)
+        except Exception as err:  # shown by the model views' own message
+            one_line(err)
+            return [], [], 0, 0, str(name or "")
+        if ctx.triggered_id == "fig-attention_entropy":
+            try:
+                point = click["points"][0]
+                layer, head = int(point["y"]), int(point["x"])
+            except (TypeError, KeyError, IndexError, ValueError):
+                pass
+        layer, head = bench.clamp_head(model, layer, head)
+        layers = [{"label": str(i), "value": i} for i in range(model.n_layers)]
+        heads = [{"label": str(i), "value": i} for i in range(model.n_heads)]
+        title = f"{model.name} ({model.kind}, {model.n_layers} layers x {model.n_heads} heads)"
+        return layers, heads, layer, head, title
+
+    clicks = [Input(f"fig-{v}", "clickData") for v in CLICKABLE]
+
+    @app.callback(
+        Output("focus", "data"),
+        Output("focus-label", "children"),
+        *clicks,
+        Input("clear-focus", "n_clicks"),
+        Input("text", "value"),
+        Input("detail", "value"),
+    )
+    def focus(*args):
+        trig = ctx.triggered_id
+        if isinstance(trig, str) and trig.startswith("fig-"):
+            view = trig[len("fig-") :]
+            pos = clicked_position(view, args[CLICKABLE.index(view)])
+            if pos is not None:
+                return pos, f"token {pos}"
+        return None, "the model's slot"
+
+    @app.callback(
+        *[Output(f"fig-{v}", "figure") for v in COMPARE_VIEWS],
+        Output("compare-message", "children"),
+        Input("text", "value"),
+        Input("models", "value"),
+    )
+    def comparison(text, names):
+        names = list(names or [])
+        if len(names) < 2:
+            return blank(), blank(), "pick two or more models to compare them"
+        try:
+            figs = bench.compare_views(names, text)
+            return figs["comparison"], figs["compare_layers"], ""
+        except Exception as err:
+            return blank(), blank(), one_line(err)
+
+    views = list(MODEL_VIEWS)
+
+    @app.callback(
+        *[Output(f"fig-{v}", "figure") for v in views],
+        *[Output(f"block-{v}", "style") for v in views],
+        Output("model-message", "children"),
+        Input("text", "value"),
+        Input("detail", "value"),
+        Input("focus", "data"),
+    )
+    def model_views(text, name, pos):
+        figs, styles, problems = [], [], []
+        try:
+            kind = bench.model(name).kind
+            bench.run(name, text)  # one message for what every view would say (too long, no [MASK], ...)
+        except Exception as err:
+            return (*[blank()] * len(views), *[None] * len(views), one_line(err))
+        for view in views:
+            if kind == "encoder" and view in ("predictions", "logit_lens", "lens_target"):
+                figs.append(blank())
+                styles.append({"display": "none"})
+                continue
+            try:
+                figs.append(bench.model_view(name, text, view, pos))
+                styles.append(None)
+            except Exception as err:
+                figs.append(blank())
+                styles.append(None)
+                problems.append(f"{TITLES[view]}: {one_line(err)}")
+        note = f"{name} is an encoder without a language-model head: no predictions or logit lens." * (
+            kind == "encoder"
+        )
+        return (*figs, *styles, "\n".join(problems) or note)
+
+    @app.callback(
+        Output("fig-attention", "figure"),
+        Input("text", "value"),
+        Input("detail", "value"),
+        Input("layer", "value"),
+        Input("head", "value"),
+        Input("focus", "data"),
+    )
+    def attention(text, name, layer, head, pos):
+        try:
+            return bench.attention(name, text, layer, head, pos)
+        except Exception as err:
+            one_line(err)  # the model views' message already says why
+            return blank()
+
+    @app.callback(
+        Output("download", "data"),
+        Output("message", "children"),
+        Input("save", "n_clicks"),
+        State("text", "value"),
+        State("models", "value"),
+        prevent_initial_call=True,
+        running=[(Output("save", "disabled"), True, False)],
+    )
+    def save(n_clicks, text, names):
+        try:
+            with tempfile.TemporaryDirectory(prefix="probe-dashboard-") as folder:
+                path = bench.report(list(names or []), text, Path(folder) / "report.html")
+                doc = path.read_text(encoding="utf-8")
+        except Exception as err:
+            return no_update, one_line(err)
+        slug = re.sub(r"[^a-z0-9]+", "-", (text or "").lower().replace(MASK.lower(), "mask")).strip("-")[:40]
+        return dcc.send_string(doc, f"probe-report-{slug or 'text'}.html", type="text/html"), ""
+
+    return app
