@@ -28,6 +28,7 @@ _LAZY = {
     "models": "probe.cards",
     "verify": "probe.verify",
     "default_models": "probe.defaults",
+    "dashboard": "probe.dashboard",
 }
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "models",
     "verify",
     "default_models",
+    "dashboard",
     "ProbeError",
     "LoadError",
     "HookNameError",
@@ -66,6 +68,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs only
     from probe.cards import models
     from probe.compare import compare
+    from probe.dashboard import dashboard
     from probe.defaults import default_models
     from probe.model import Model, load
     from probe.report import report

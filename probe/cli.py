@@ -306,5 +306,39 @@ def models(
     _console().print(table)
 
 
+@app.command()
+@_errors_as_one_line
+def dashboard(
+    model: ModelOpt = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to serve on; 127.0.0.1 is this machine only (others get a warning).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="Port to serve on; 0 picks a free one.")] = 8050,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", help="Longest text in tokens (also capped at each model's context).")
+    ] = 256,
+) -> None:
+    """Serve a live dashboard: type a sentence, watch the models read it (needs probe[dashboard]).
+
+    Default models: the real pretrained ones when installed, else tiny-gpt and tiny-bert. The page can
+    switch to any installed model `probe models` lists, and to nothing else. Ctrl-C stops it.
+
+    Examples:
+
+      probe dashboard
+
+      probe dashboard -m tiny-gpt -m tiny-bert --port 8051
+    """
+    from probe.dashboard import dashboard as serve
+
+    serve(
+        list(model) if model else None,
+        host=host,
+        port=port,
+        max_tokens=max_tokens,
+        echo=lambda line: typer.echo(line, err=True),
+    )
+
+
 if __name__ == "__main__":
     app()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -64,6 +65,31 @@ def check_address(host: str, port: int) -> None:
         raise DashboardError("--host is empty; use 127.0.0.1 (this machine only) or an address of this machine")
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise DashboardError(f"--port must be 0..65535 (0: any free port), got {port!r}")
+
+
+def _why(err: BaseException) -> str:
+    return (getattr(err, "strerror", None) or str(err) or type(err).__name__) if isinstance(err, OSError) else "in use"
+
+
+def _check_free(host: str, port: int) -> None:
+    """Fail with a clear line before werkzeug would print its own and exit the process."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as err:
+        raise DashboardError(
+            f"cannot serve on {host}: {_why(err)}; use 127.0.0.1 or an address of this machine"
+        ) from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe_socket:
+        probe_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug binds
+        try:
+            probe_socket.bind(address)
+        except OSError as err:
+            raise DashboardError(
+                f"cannot serve on {host}:{port}: {_why(err)}; pick another --port (0: a free one)"
+            ) from None
 
 
 def make_app(models: Sequence[Any] | Workbench, notice: str | None = None, max_tokens: int = MAX_TOKENS):
@@ -129,11 +155,12 @@ def start(
     bench = models if isinstance(models, Workbench) else Workbench(models, max_tokens=max_tokens)
     app = make_app(bench, notice)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    _check_free(host, port)
     try:
         server = make_server(host, port, app.server, threaded=True)
-    except OSError as err:
+    except (OSError, SystemExit) as err:  # werkzeug exits (after a line on stderr) when the port is taken
         raise DashboardError(
-            f"cannot serve on {host}:{port}: {err.strerror or err}; pick another --port (or --port 0 for a free one)"
+            f"cannot serve on {host}:{port}: {_why(err)}; pick another --port (0: a free one)"
         ) from None
     shown = f"[{host}]" if ":" in host else host
     running = Server(url=f"http://{shown}:{server.server_port}/", bench=bench, app=app, _server=server)

@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from probe.compare import MASK
 from probe.dashboard._core import COMPARE_VIEWS, EXAMPLES, MAX_CHARS, MODEL_VIEWS, Workbench
+from probe.defaults import MASK
 from probe.errors import ProbeError
 
 if TYPE_CHECKING:

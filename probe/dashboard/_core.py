@@ -21,7 +21,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from probe.compare import DEFAULT_TEXT, MASK, Slot
+from probe.defaults import DEFAULT_TEXT, MASK
 from probe.errors import InputError, LoadError
 
 if TYPE_CHECKING:
@@ -202,6 +202,7 @@ class Workbench:
     def read_text(self, model: Model, text: str) -> str | None:
         """What ``model`` reads for ``text`` (as in the report): masked models their own mask token, causal
         models the left context of [MASK]; None means just the BOS token. Checks the length cap."""
+        from probe.compare import Slot
         from probe.report.build import model_text
 
         slot = Slot.parse(text, need_mask=model.kind == "masked")
