@@ -73,9 +73,12 @@ def test_update_shows_the_reports_figures(bench, tiny_gpt, tiny_bert):
         assert figure_json(figs[view]) == figure_json(getattr(run.plot, view)()), view
     assert figure_json(figs["attention"]) == figure_json(run.plot.attention(1, 2))
     assert figure_json(figs["predictions"]) == figure_json(run.plot.predictions(k=10))
-    frame = compare([tiny_gpt, tiny_bert], TEXT, k=10)
+    frame = compare([tiny_gpt, tiny_bert], TEXT, k=10, rescore=False)
     assert figure_json(figs["comparison"]) == figure_json(frame.plot())
     assert figure_json(figs["compare_layers"]) == figure_json(frame.plot_layers())
+    rescored = bench.update([tiny_gpt.name, tiny_bert.name], TEXT, rescore=True)["comparison"]
+    full = compare([tiny_gpt, tiny_bert], TEXT, k=10)  # what the report shows
+    assert figure_json(rescored) == figure_json(full.plot()) and len(rescored.data) == len(frame.plot().data) + 1
 
 
 def test_runs_are_cached_and_a_head_change_redraws_one_figure(tiny_gpt, tiny_bert, monkeypatch):
@@ -150,6 +153,14 @@ def test_offered_models_are_the_given_and_the_installed(tiny_gpt):
     installed = frame[frame["installed"].astype(bool)]["name"].tolist()
     assert bench.offered == [tiny_gpt.name] + [n for n in installed if n != tiny_gpt.name]
     assert not set(frame[~frame["installed"].astype(bool)]["name"]) & set(bench.offered)
+
+
+def test_models_given_as_paths_keep_their_path_as_key(tiny_gpt_path, tiny_bert_path):
+    bench = Workbench([tiny_gpt_path, tiny_bert_path])
+    assert bench.offered[:2] == [tiny_gpt_path, tiny_bert_path]
+    figs = bench.update([tiny_bert_path, tiny_gpt_path], TEXT, 0, 0)
+    assert figs["predictions"].layout.title.text.startswith(Path(tiny_bert_path).name)
+    assert len(figs["compare_layers"].data) == 2
 
 
 def test_one_model_never_runs_twice_at_once(tiny_gpt, tiny_bert, monkeypatch):

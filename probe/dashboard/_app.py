@@ -290,6 +290,18 @@ def layout(bench: Workbench, notice: str | None) -> Any:
                         id="comparison",
                         children=[
                             html.H2("Comparison"),
+                            dcc.Checklist(
+                                id="rescore",
+                                options=[
+                                    {
+                                        "label": " also rescore whole sentences (a GPT then sees the words after "
+                                        "the slot too; one forward pass per candidate word, slower)",
+                                        "value": "rescore",
+                                    }
+                                ],
+                                value=[],
+                                className="muted",
+                            ),
                             html.Div(id="compare-message", className="message"),
                             dcc.Loading(
                                 html.Div(className="grid", children=[graph(v) for v in COMPARE_VIEWS]),
@@ -425,13 +437,14 @@ def make_app(bench: Workbench, notice: str | None = None) -> dash.Dash:
         Output("compare-message", "children"),
         Input("text", "value"),
         Input("models", "value"),
+        Input("rescore", "value"),
     )
-    def comparison(text, names):
+    def comparison(text, names, rescore):
         names = list(names or [])
         if len(names) < 2:
             return blank(), blank(), "pick two or more models to compare them"
         try:
-            figs = bench.compare_views(names, text)
+            figs = bench.compare_views(names, text, rescore=bool(rescore))
             return figs["comparison"], figs["compare_layers"], ""
         except Exception as err:
             return blank(), blank(), one_line(err)

@@ -43,6 +43,7 @@ EXAMPLES = (
 # The views of one model (each a probe.viz builder; see Workbench.model_views) and of all models together.
 MODEL_VIEWS = ("tokens", "predictions", "logit_lens", "lens_target", "attention_entropy", "residual_norms", "neurons")
 COMPARE_VIEWS = ("comparison", "compare_layers")
+FOCUSED_VIEWS = ("predictions", "lens_target")  # drawn for the focused token; the others only outline it
 TOP_K = 10
 
 
@@ -254,7 +255,8 @@ class Workbench:
             make = lambda: plots.neurons(k=min(16, model.d_mlp))  # noqa: E731
         else:
             make = getattr(plots, view)
-        fig = self._figure(("view", name, text, view, pos), [name], make)
+        key = ("view", name, text, view) + ((pos,) if view in FOCUSED_VIEWS else ())
+        fig = self._figure(key, [name], make)
         if view in ("logit_lens", "residual_norms") and pos is not None:
             fig = highlight_column(fig, pos)
         return fig
@@ -267,45 +269,63 @@ class Workbench:
         pos = self.focus(run, focus)
         return highlight_row(fig, pos) if pos is not None else fig
 
-    def compare_views(self, names: Sequence[str], text: str) -> dict[str, go.Figure]:
-        """The GPT-vs-BERT comparison of the report (``probe.compare`` with rescoring): two figures."""
+    def compare_views(self, names: Sequence[str], text: str, rescore: bool = False) -> dict[str, go.Figure]:
+        """The GPT-vs-BERT comparison of the report (``probe.compare``): two figures.
+
+        ``rescore`` adds the report's third kind of panel (each causal model scores every candidate filled
+        into the whole sentence); it costs a forward pass per candidate word, so the page asks for it."""
         from probe.compare import compare
 
         text = self.check_text(text)
         names = list(dict.fromkeys(self.check_name(n) for n in names))
-        models = [self.model(n) for n in names]
-        usable = [m for m in models if m.kind != "encoder"]
+        # keys are the names offered (a path stays a path); the figures name models as they call themselves
+        usable = {n: m for n, m in ((n, self.model(n)) for n in names) if m.kind != "encoder"}
         if not usable:
             raise InputError("pick at least one model with a language-model head to compare")
-        for m in usable:
+        for m in usable.values():
             self.read_text(m, text)  # the length cap and [MASK] rules, with the page's wording
-        key = ("compare", tuple(m.name for m in usable), text)
-        with self._holding(m.name for m in usable):
-            frame = self._figures.get_or_make(key, lambda: compare(usable, text, k=TOP_K, rescore=True))
+        key = ("compare", tuple(usable), text, bool(rescore))
+        with self._holding(usable):
+            frame = self._figures.get_or_make(
+                key, lambda: compare(list(usable.values()), text, k=TOP_K, rescore=bool(rescore))
+            )
             return {
                 "comparison": self._figures.get_or_make(key + ("plot",), frame.plot),
                 "compare_layers": self._figures.get_or_make(key + ("layers",), frame.plot_layers),
             }
 
     def update(
-        self, names: Sequence[str], text: str, layer: int = 0, head: int = 0, focus: int | None = None
+        self,
+        names: Sequence[str],
+        text: str,
+        layer: int = 0,
+        head: int = 0,
+        focus: int | None = None,
+        *,
+        detail: str | None = None,
+        rescore: bool = False,
     ) -> dict[str, go.Figure]:
-        """Every figure the page shows for this state: comparison (2+ models) and the first model's views.
+        """Every figure the page shows for this state: the comparison (2+ models) and one model's views.
 
         This is what one full page update costs; the page itself asks for these in separate requests
         (comparison, model views, attention) so a head change redraws one figure only.
 
+        Args:
+            names: the models picked; ``detail`` (default the first) is the one shown view by view.
+            layer, head: the attention head shown; focus: a clicked token position (None: the slot).
+            rescore: add the whole-sentence rescoring to the comparison (slower).
+
         Returns:
             {view name: Figure}: "comparison", "compare_layers" (two or more models), the MODEL_VIEWS of
-            ``names[0]`` and "attention" (``layer``, ``head``).
+            ``detail`` and "attention" (``layer``, ``head``).
         """
         names = [self.check_name(n) for n in names]
         if not names:
             raise InputError("pick at least one model")
         out: dict[str, go.Figure] = {}
         if len(names) > 1:
-            out.update(self.compare_views(names, text))
-        detail = names[0]
+            out.update(self.compare_views(names, text, rescore=rescore))
+        detail = self.check_name(detail) if detail is not None else names[0]
         kind = self.model(detail).kind
         for view in MODEL_VIEWS:
             if kind == "encoder" and view in ("predictions", "logit_lens", "lens_target"):
