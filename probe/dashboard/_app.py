@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from probe.dashboard._core import COMPARE_VIEWS, EXAMPLES, MAX_CHARS, MODEL_VIEWS, Workbench
+from probe.dashboard._core import COMPARE_VIEWS, EXAMPLES, MAX_CHARS, MODEL_VIEWS, Workbench, why_functions
 from probe.defaults import MASK
 from probe.errors import ProbeError
 
@@ -36,6 +37,16 @@ TITLES = {
     "attention_entropy": "Attention entropy (click a cell to pick that head)",
     "residual_norms": "Residual-stream norm",
     "neurons": "Top MLP neurons",
+    "attribution": "Attribution: which tokens raised the top prediction",
+    "patching": "Activation patching: where the difference lives",
+}
+# Captions of the "why" views (the report's own when it has them).
+WHY_CAPTIONS = {
+    "attribution": "Each token of the text the model read, coloured by how much it raised (red) or lowered "
+    "(blue) the model's top prediction at the slot (probe.attribute's default method).",
+    "patching": "Run the corrupted sentence, put back one activation of the clean sentence (the residual stream "
+    "entering each layer at each position) and measure how much of the clean prediction returns: 1 = all of it. "
+    "The metric is the logit difference between the two sentences' top predictions.",
 }
 CAPTION_KEYS = {"comparison": "compare", "lens_target": None, "attention": "attention_heads"}
 # Figures a click on a token can come from: clicked point -> token position.
@@ -147,7 +158,7 @@ def graph(view: str) -> Any:
     from probe.report.build import CAPTIONS
 
     key = CAPTION_KEYS.get(view, view)
-    caption = CAPTIONS.get(key, "") if key else ""
+    caption = CAPTIONS.get(key, WHY_CAPTIONS.get(view, "")) if key else ""
     caption = caption.replace("{k}", "10").replace(" {answer}", "")
     return html.Div(
         className="block",
@@ -169,7 +180,45 @@ def graph(view: str) -> Any:
     )
 
 
-def layout(bench: Workbench, notice: str | None) -> Any:
+def why_section(why: Sequence[str]) -> Any:
+    """Attribution and patching of the model in detail: slower, so each has its own request and spinner."""
+    from dash import dcc, html
+
+    blocks = []
+    if "attribution" in why:
+        blocks += [html.Div(id="attribution-message", className="message"), graph("attribution")]
+    if "patching" in why:
+        blocks += [
+            html.Div(
+                className="text-row",
+                style={"marginTop": "10px"},
+                children=[
+                    dcc.Input(
+                        id="corrupted",
+                        type="text",
+                        debounce=True,
+                        maxLength=MAX_CHARS,
+                        spellCheck=False,
+                        autoComplete="off",
+                        placeholder="corrupted sentence: the same one with a word changed, then Enter",
+                    )
+                ],
+            ),
+            html.Div(id="patching-message", className="message"),
+            graph("patching"),
+        ]
+    return html.Section(
+        className="part",
+        id="why",
+        children=[
+            html.H2("Why"),
+            html.P("For the model in detail; these take longer than the views above.", className="muted"),
+            dcc.Loading(html.Div(blocks), type="circle", delay_show=150),
+        ],
+    )
+
+
+def layout(bench: Workbench, notice: str | None, why: Sequence[str] = ()) -> Any:
     from dash import dcc, html
 
     first = bench.selected[0]
@@ -336,6 +385,7 @@ def layout(bench: Workbench, notice: str | None) -> Any:
                             ),
                         ],
                     ),
+                    why_section(why) if why else None,
                 ]
             ),
         ]
@@ -359,7 +409,8 @@ def make_app(bench: Workbench, notice: str | None = None) -> dash.Dash:
         index_string=INDEX,
         suppress_callback_exceptions=False,
     )
-    app.layout = layout(bench, notice)
+    why = why_functions()
+    app.layout = layout(bench, notice, tuple(why))
 
     @app.callback(
         Output("text", "value"),
@@ -497,6 +548,35 @@ def make_app(bench: Workbench, notice: str | None = None) -> dash.Dash:
         except Exception as err:
             one_line(err)  # the model views' message already says why
             return blank()
+
+    if "attribution" in why:
+
+        @app.callback(
+            Output("fig-attribution", "figure"),
+            Output("attribution-message", "children"),
+            Input("text", "value"),
+            Input("detail", "value"),
+        )
+        def attribution(text, name):
+            try:
+                return bench.attribution(name, text), ""
+            except Exception as err:
+                return blank(), one_line(err)
+
+    if "patching" in why:
+
+        @app.callback(
+            Output("fig-patching", "figure"),
+            Output("patching-message", "children"),
+            Input("text", "value"),
+            Input("corrupted", "value"),
+            Input("detail", "value"),
+        )
+        def patching(text, corrupted, name):
+            try:
+                return bench.patching(name, text, corrupted), ""
+            except Exception as err:
+                return blank(), one_line(err)
 
     @app.callback(
         Output("download", "data"),

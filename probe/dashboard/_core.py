@@ -334,6 +334,53 @@ class Workbench:
         out["attention"] = self.attention(detail, text, layer, head, focus)
         return out
 
+    # -- why: attribution and activation patching (when this install has them) ---------------------
+    def attribution(self, name: str, text: str) -> go.Figure:
+        """``probe.viz.attribution(probe.attribute(model, text))``: how much each token raised the model's
+        top prediction at the slot (the analysis's defaults)."""
+        attribute, draw = self._why("attribution")
+        text = self.check_text(text)
+        model = self.model(name)
+        read = self._read_or_fail(model, text)
+        make = lambda: draw(attribute(model, read))  # noqa: E731
+        return self._figure(("attribution", name, text), [name], make)
+
+    def patching(self, name: str, clean: str, corrupted: Any) -> go.Figure:
+        """``probe.viz.patching(probe.patching(model, clean, corrupted, metric))`` over the residual stream.
+
+        The metric is the logit difference between the clean and the corrupted text's top predictions
+        (the log-probability of the clean one when both agree), so any pair of sentences works.
+        """
+        patching, draw = self._why("patching")
+        clean = self.check_text(clean)
+        if not isinstance(corrupted, str) or not corrupted.strip():
+            raise InputError("type a corrupted sentence to patch from: the same sentence with a word changed")
+        corrupted = self.check_text(corrupted)
+        model = self.model(name)
+        read_clean, read_corrupted = self._read_or_fail(model, clean), self._read_or_fail(model, corrupted)
+        top_clean = int(self.run(name, clean).predictions(k=1)["token_id"].iloc[0])
+        top_corrupted = int(self.run(name, corrupted).predictions(k=1)["token_id"].iloc[0])
+        metric = ("logit_diff", top_clean, top_corrupted) if top_clean != top_corrupted else ("logprob", top_clean)
+
+        def make():
+            return draw(patching(model, read_clean, read_corrupted, metric=metric))
+
+        return self._figure(("patching", name, clean, corrupted), [name], make)
+
+    def _why(self, view: str) -> tuple[Callable, Callable]:
+        found = why_functions().get(view)
+        if found is None:
+            raise InputError(f"this install has no {view} (it comes with probe's interventions)")
+        return found
+
+    def _read_or_fail(self, model: Model, text: str) -> str:
+        if model.kind == "encoder":
+            raise InputError(f"{model.name} is an encoder without a language-model head: nothing to explain")
+        read = self.read_text(model, text)
+        if read is None:
+            raise InputError(f"{MASK} opens the text, so {model.name} has no words before it to explain")
+        return read
+
     # -- small helpers -------------------------------------------------------------------------
     @staticmethod
     def clamp_head(model: Model, layer: Any, head: Any) -> tuple[int, int]:
@@ -377,6 +424,26 @@ class Workbench:
             self.read_text(m, text)
         with self._holding(names):
             return report(text, models, path, k=TOP_K)
+
+
+def why_functions() -> dict[str, tuple[Callable, Callable]]:
+    """The "why" views this install has: {"attribution": (probe.attribute, probe.viz.attribution),
+    "patching": (probe.patching, probe.viz.patching)}, each only when both halves exist (they come with
+    the interventions issue)."""
+    import importlib
+
+    import probe
+
+    found = {}
+    for view, name in (("attribution", "attribute"), ("patching", "patching")):
+        try:
+            analysis = getattr(probe, name)
+            draw = getattr(importlib.import_module("probe.viz"), view)
+        except (ImportError, AttributeError):
+            continue
+        if callable(analysis) and callable(draw):
+            found[view] = (analysis, draw)
+    return found
 
 
 def highlight_column(fig: go.Figure, pos: int) -> go.Figure:
