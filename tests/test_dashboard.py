@@ -201,6 +201,49 @@ def test_save_as_report_writes_the_same_report(bench, tiny_gpt, tiny_bert, tmp_p
         bench.report(["/etc/passwd"], TEXT, tmp_path / "x.html")
 
 
+def _why() -> dict:
+    from probe.dashboard._core import why_functions
+
+    return why_functions()
+
+
+@pytest.mark.skipif("attribution" not in _why(), reason="probe.attribute is not in this install yet")
+def test_attribution_view_is_probe_attribute_drawn(bench, tiny_gpt):
+    attribute, draw = _why()["attribution"]
+    fig = bench.attribution(tiny_gpt.name, TEXT)
+    expected = draw(attribute(tiny_gpt, "The robot must"))  # a causal model explains the words before [MASK]
+    assert figure_json(fig) == figure_json(expected)
+    with pytest.raises(InputError, match="not offered"):
+        bench.attribution("/etc", TEXT)
+
+
+@pytest.mark.skipif("patching" not in _why(), reason="probe.patching is not in this install yet")
+def test_patching_view_patches_the_clean_into_the_corrupted(bench, tiny_gpt, tiny_bert):
+    fig = bench.patching(tiny_gpt.name, "The robot must not hurt the", "The human must not hurt the")
+    assert fig.data and fig.layout.title.text
+    fig = bench.patching(tiny_bert.name, TEXT, "The human must [MASK] hurt the robot.")
+    assert fig.data
+    with pytest.raises(InputError, match="type a corrupted sentence"):
+        bench.patching(tiny_gpt.name, TEXT, "")
+    with pytest.raises(InputError, match=r"reads the same text from both.*only the words before \[MASK\]"):
+        bench.patching(tiny_gpt.name, TEXT, "The robot must [MASK] help the human.")
+
+
+@pytest.mark.skipif(bool(_why()), reason="this install has the why views")
+def test_without_interventions_the_page_has_no_why_section(server):
+    assert b'id="why"' not in get(server.url + "_dash-layout")[1]
+
+
+@pytest.mark.skipif(not _why(), reason="probe.attribute / probe.patching are not in this install yet")
+def test_with_interventions_the_page_has_a_why_section(server, tiny_gpt):
+    layout = get(server.url + "_dash-layout")[1].decode()
+    for view in _why():
+        assert f'"fig-{view}"' in layout
+    if "attribution" in _why():
+        answer = callback(server, "fig-attribution.figure", {"text.value": TEXT, "detail.value": tiny_gpt.name})
+        assert answer["fig-attribution"]["figure"]["data"] and answer["attribution-message"]["children"] == ""
+
+
 def test_importing_the_dashboard_stays_light_and_probe_dashboard_is_the_function():
     code = (
         "import sys, probe; f = probe.dashboard; import probe.dashboard; "

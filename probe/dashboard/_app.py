@@ -191,8 +191,9 @@ def why_section(why: Sequence[str]) -> Any:
         blocks += [
             html.Div(
                 className="text-row",
-                style={"marginTop": "10px"},
+                style={"marginTop": "14px", "alignItems": "center"},
                 children=[
+                    html.Label("patch from:", htmlFor="corrupted", className="muted", style={"whiteSpace": "nowrap"}),
                     dcc.Input(
                         id="corrupted",
                         type="text",
@@ -200,8 +201,8 @@ def why_section(why: Sequence[str]) -> Any:
                         maxLength=MAX_CHARS,
                         spellCheck=False,
                         autoComplete="off",
-                        placeholder="corrupted sentence: the same one with a word changed, then Enter",
-                    )
+                        placeholder="a corrupted sentence: the same one with a word changed, then Enter",
+                    ),
                 ],
             ),
             html.Div(id="patching-message", className="message"),

@@ -358,6 +358,11 @@ class Workbench:
         corrupted = self.check_text(corrupted)
         model = self.model(name)
         read_clean, read_corrupted = self._read_or_fail(model, clean), self._read_or_fail(model, corrupted)
+        if read_clean == read_corrupted:
+            raise InputError(
+                f"{model.name} reads the same text from both sentences ({read_clean!r}); change a word it reads"
+                + (f" (a {model.kind} model reads only the words before {MASK})" if model.kind == "causal" else "")
+            )
         top_clean = int(self.run(name, clean).predictions(k=1)["token_id"].iloc[0])
         top_corrupted = int(self.run(name, corrupted).predictions(k=1)["token_id"].iloc[0])
         metric = ("logit_diff", top_clean, top_corrupted) if top_clean != top_corrupted else ("logprob", top_clean)
