@@ -49,6 +49,16 @@ WHY_CAPTIONS = {
     "The metric is the logit difference between the two sentences' top predictions.",
 }
 CAPTION_KEYS = {"comparison": "compare", "lens_target": None, "attention": "attention_heads"}
+DETAIL_ORDER = (
+    "predictions",
+    "tokens",
+    "lens_target",
+    "logit_lens",
+    "attention",
+    "attention_entropy",
+    "residual_norms",
+    "neurons",
+)
 # Figures a click on a token can come from: clicked point -> token position.
 CLICKABLE = ("tokens", "logit_lens", "attention", "residual_norms")
 MASK_HELP = (
@@ -366,21 +376,8 @@ def layout(bench: Workbench, notice: str | None, why: Sequence[str] = ()) -> Any
                         children=[
                             html.H2(first, id="detail-title"),
                             html.Div(id="model-message", className="message"),
-                            dcc.Loading(
-                                html.Div(
-                                    className="grid",
-                                    children=[graph(v) for v in ("predictions", "lens_target", "tokens", "logit_lens")],
-                                ),
-                                type="circle",
-                                delay_show=150,
-                            ),
-                            dcc.Loading(
-                                html.Div(className="grid", children=[graph("attention"), graph("attention_entropy")]),
-                                type="circle",
-                                delay_show=150,
-                            ),
-                            dcc.Loading(
-                                html.Div(className="grid", children=[graph("residual_norms"), graph("neurons")]),
+                            dcc.Loading(  # one grid, so the browser packs the figures side by side
+                                html.Div(className="grid", children=[graph(v) for v in DETAIL_ORDER]),
                                 type="circle",
                                 delay_show=150,
                             ),
