@@ -145,6 +145,36 @@ def test_only_offered_models_load(bench, name):
     assert str(name) not in bench._loaded
 
 
+def test_an_encoder_has_no_predictions_but_its_other_views(tiny_gpt, minilm):
+    bench = Workbench([tiny_gpt, minilm])
+    figs = bench.update([tiny_gpt.name, minilm.name], "The robot must [MASK] hurt the human.", detail=minilm.name)
+    assert "predictions" not in figs and "logit_lens" not in figs
+    assert figs["attention"].layout.title.text.startswith(minilm.name)
+    assert len(figs["compare_layers"].data) == 1  # the encoder is left out of the comparison
+    with pytest.raises(InputError, match="no predictions"):
+        bench.model_view(minilm.name, TEXT, "predictions")
+    with pytest.raises(InputError, match="pick a model first"):
+        bench.update([None], TEXT)
+
+
+@pytest.mark.parametrize(
+    ("view", "point", "position"),
+    [
+        ("tokens", {"customdata": "position 13<br>token ' the'<br>id 5"}, 13),
+        ("attention", {"x": "2 ·the", "y": "7 ·robot"}, 7),
+        ("logit_lens", {"x": 4, "y": 2}, 4),
+        ("residual_norms", {"x": 0, "y": 1}, 0),
+        ("logit_lens", {"x": "4"}, None),
+        ("tokens", {}, None),
+    ],
+)
+def test_a_click_names_a_token(view, point, position):
+    from probe.dashboard._app import clicked_position
+
+    assert clicked_position(view, {"points": [point]}) == position
+    assert clicked_position(view, None) is None
+
+
 def test_offered_models_are_the_given_and_the_installed(tiny_gpt):
     from probe.cards import models
 

@@ -146,12 +146,14 @@ class Workbench:
         # one lock per offered model, made now so that no two threads ever make two locks for one model
         self._locks = {name: threading.RLock() for name in self.offered}
         self._loaded: dict[str, Model] = {}
-        self._runs = _LRU(16)  # a run holds every position's logits: keep few
+        self._runs = _LRU(8)  # a run holds every position's logits (50 MB at 256 tokens of SmolLM2): keep few
         self._figures = _LRU(512)
 
     # -- models --------------------------------------------------------------------------------
     def check_name(self, name: Any) -> str:
         """``name`` if the page offers it; otherwise an InputError (no arbitrary paths from a browser)."""
+        if name is None or name == "":
+            raise InputError(f"pick a model first: one of {', '.join(self.offered)}")
         if not isinstance(name, str) or name not in self._locks:
             shown = repr(name)[:80]
             raise InputError(
