@@ -138,7 +138,7 @@ def test_text_is_capped_at_the_context_and_the_limit(tiny_gpt):
         wide.run(tiny_gpt.name, long_text)
 
 
-@pytest.mark.parametrize("name", ["/etc", "../tiny-gpt", "gpt2", "bert-base-uncased", 3, None, ["tiny-gpt"]])
+@pytest.mark.parametrize("name", ["/etc", "../tiny-gpt", "gpt2", "bert-base-uncased", 3, ["tiny-gpt"], {"x": 1}])
 def test_only_offered_models_load(bench, name):
     with pytest.raises(InputError, match="not offered here"):
         bench.update([name], TEXT, 0, 0)
