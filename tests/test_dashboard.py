@@ -344,6 +344,8 @@ def test_port_in_use_is_a_clear_error(tiny_gpt):
         port = taken.getsockname()[1]
         with pytest.raises(DashboardError, match=rf"cannot serve on 127.0.0.1:{port}.*--port"):
             start([tiny_gpt], port=port)
+        out = CliRunner().invoke(cli_app, ["dashboard", "-m", "no-such-model", "--port", str(port)])
+        assert out.exit_code == 2 and "cannot serve on" in out.output  # checked before any model loads
 
 
 # -- over HTTP ---------------------------------------------------------------------------------------

@@ -195,6 +195,7 @@ def dashboard(
     say = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     check_address(host, port)
     _require_dash()
+    _check_free(host, port)  # before minutes of model loading, not after
     notice = None
     if not models:
         from probe.defaults import default_models
