@@ -22,15 +22,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from probe.defaults import DEFAULT_TEXT, FALLBACK_MODELS, MASK, default_models
 from probe.errors import InputError, NoHeadError
 
 if TYPE_CHECKING:
     from probe._compare_frame import CompareFrame
     from probe.model import Model
 
-MASK = "[MASK]"
-DEFAULT_TEXT = "The robot must [MASK] hurt the human."
-DEFAULT_MODELS = ("tiny-gpt", "tiny-bert")
+DEFAULT_MODELS = FALLBACK_MODELS  # the bundled pair; compare()/report() default to default_models()
 COLUMNS = ["model", "kind", "method", "rank", "word", "prob", "token", "token_id", "log_prob"]
 
 __all__ = ["compare", "to_word", "is_word", "Slot", "DEFAULT_TEXT", "DEFAULT_MODELS", "MASK", "CompareFrame"]
@@ -135,13 +134,12 @@ def _slot_run(model: Model, slot: Slot):
             raise InputError(f"{model.name} is masked but its tokenizer has no mask token; it cannot fill a slot")
         run = model.run(slot.masked_text(mask_token), hooks=hooks)
         return run, run.mask_position()
-    if slot.left:
-        run = model.run(slot.left, hooks=hooks)
-    else:
-        bos = model.tokenizer.bos_token_id
-        if bos is None:
-            raise InputError(f"{MASK} opens the text, so {model.name} has no left context; put a word before {MASK}")
-        run = model.run(torch.tensor([[bos]]), hooks=hooks)
+    try:
+        run = model.run(model.document_ids(slot.left), hooks=hooks)
+    except InputError:
+        if slot.left:
+            raise
+        raise InputError(f"{MASK} opens the text, so {model.name} has no left context; put a word before {MASK}") from None
     return run, run.lengths[0] - 1
 
 
@@ -189,8 +187,8 @@ def word_distribution(model: Model, logits: torch.Tensor, k: int, slot: Slot) ->
 def sentence_log_probs(model: Model, texts: list[str], batch_size: int = 32) -> list[float]:
     """Total log-probability of each text under a causal LM: sum over its tokens of log p(token | before).
 
-    The tokenizer's BOS token is put first when it has one (GPT-2's ``<|endoftext|>``), so the first word
-    is scored too; without one the first token is the given context.
+    The model's document start token is put first (``Model.start_token_id``: GPT-2's and SmolLM2's
+    ``<|endoftext|>``), so the first word is scored too; without one the first token is the given context.
     """
     if model.kind != "causal":
         raise InputError(f"{model.name} is {model.kind}; sentence scoring needs a causal LM")
@@ -198,8 +196,9 @@ def sentence_log_probs(model: Model, texts: list[str], batch_size: int = 32) -> 
     rows = []
     for text in texts:
         ids = tok(text, add_special_tokens=True)["input_ids"]
-        if tok.bos_token_id is not None and (not ids or ids[0] != tok.bos_token_id):
-            ids = [tok.bos_token_id] + ids
+        start = model.start_token_id
+        if start is not None and (not ids or ids[0] != start):
+            ids = [start] + ids
         if len(ids) < 2:
             raise InputError(f"{text!r} is too short to score; give the sentence some words")
         if len(ids) > model.n_ctx:
@@ -287,7 +286,12 @@ def agreement(rows: list[dict], k: int) -> list[dict]:
 
 # -- the public function -------------------------------------------------------------------------
 def load_models(models, k: int) -> list[Model]:
-    """One model (name, path or Model) or a sequence of them -> loaded Models; checks ``k`` too."""
+    """One model (name, path or Model) or a sequence of them -> loaded Models; checks ``k`` too.
+
+    ``None``: ``default_models()`` (the real pretrained pair when installed, else the bundled one).
+    """
+    if models is None:
+        models = default_models()[0]
     if isinstance(models, str) or not isinstance(models, Sequence):
         models = [models]
     if not models:
@@ -298,7 +302,7 @@ def load_models(models, k: int) -> list[Model]:
 
 
 def compare(
-    models: Sequence[Model | str] | Model | str = DEFAULT_MODELS,
+    models: Sequence[Model | str] | Model | str | None = None,
     text: str = DEFAULT_TEXT,
     k: int = 10,
     rescore: bool = True,
@@ -306,7 +310,8 @@ def compare(
     """How do several LMs fill the [MASK] in ``text``? Side by side, and layer by layer.
 
     Args:
-        models: names, paths or loaded Models; causal and masked LMs can be mixed.
+        models: names, paths or loaded Models; causal and masked LMs can be mixed. None: the best pair
+            installed (``probe.default_models()``: SmolLM2-135M + minilm-mlm, else tiny-gpt + tiny-bert).
         text: a sentence with one ``[MASK]`` (each masked model gets its own mask token there; causal
             models read the text left of it). Without [MASK], causal-only comparisons predict the next word.
         k: words per model and method.

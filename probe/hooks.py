@@ -76,6 +76,10 @@ def hooks_on(points: list[Point], store: dict[str, torch.Tensor], stop_after: se
 
         if point.side == "in":
             return point.module.register_forward_pre_hook(lambda mod, args: keep(args[0]))
+        if point.side == "kwargs":
+            return point.module.register_forward_pre_hook(
+                lambda mod, args, kwargs: keep((args, kwargs)), with_kwargs=True
+            )
         return point.module.register_forward_hook(lambda mod, args, out: keep(out))
 
     try:

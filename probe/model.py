@@ -58,6 +58,43 @@ class Model:
         names += [f"blocks.{i}.attn.hook_pattern" for i in range(self.n_layers)]
         return names + ([LOGITS] if self.kind != "encoder" else [])
 
+    @cached_property
+    def start_token_id(self) -> int | None:
+        """The token a causal LM saw at document starts, when its tokenizer does not add one itself.
+
+        GPT-2 and SmolLM2 tokenizers add no BOS; both models were trained on documents separated by
+        ``<|endoftext|>``, and scoring or predicting without it makes the first token an attention sink
+        with no context (SmolLM2 ranks "The robot must not hurt the human." clearly higher with it).
+        Order: ``<|endoftext|>`` if the vocabulary has it, else BOS, else EOS. None for masked/encoder
+        models and for tokenizers that add a BOS themselves (Llama 2/3).
+        """
+        if self.kind != "causal":
+            return None
+        tok = self.tokenizer
+        added = tok("a", add_special_tokens=True)["input_ids"]
+        if tok.bos_token_id is not None and added and added[0] == tok.bos_token_id:
+            return None
+        vocab = tok.get_vocab()
+        if "<|endoftext|>" in vocab:
+            return vocab["<|endoftext|>"]
+        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+    def document_ids(self, text: str | None) -> torch.Tensor:
+        """[1, pos] ids of ``text`` read as a document: ``start_token_id`` first where the model needs it.
+
+        ``text=None`` (or empty) gives the start token alone: the context before a document's first word.
+        """
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"] if text else []
+        if self.start_token_id is not None and (not ids or ids[0] != self.start_token_id):
+            ids = [self.start_token_id] + ids
+        if not ids:
+            raise InputError(f"{self.name} has no start token, so it cannot read an empty context; give it some text")
+        if len(ids) > self.n_ctx:
+            raise InputError(
+                f"text of {len(ids)} tokens is longer than {self.name}'s context of {self.n_ctx}; shorten it"
+            )
+        return torch.tensor([ids])
+
     # -- tokens ------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[str]:
         """The tokens the model sees for ``text`` (special tokens included), as readable strings."""

@@ -8,6 +8,7 @@ back (patching, ablation, steering) later. Analyses never see modules, only the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,16 +20,23 @@ from probe.errors import NoHeadError
 
 @dataclass(frozen=True)
 class Point:
-    """One hook point: ``module``'s input (``side="in"``, first positional arg) or output."""
+    """One hook point: ``module``'s input (``side="in"``, first positional arg) or output.
+
+    ``side="kwargs"``: a value HF computes inside ``module.forward`` with no module boundary (rotary q/k);
+    ``fn(args, kwargs)`` derives it from the module's call arguments. Such points are read-only.
+    """
 
     name: str
     module: nn.Module
-    side: Literal["in", "out"] = "out"
+    side: Literal["in", "out", "kwargs"] = "out"
     item: int | None = None  # tuple element of the output (attention modules return (out, weights))
     cols: tuple[int, int] | None = None  # slice of the last dim (GPT-2's fused q|k|v projection)
     heads: int | None = None  # split the last dim into [heads, d_head]
+    fn: Callable | None = None  # side="kwargs" only: (args, kwargs) -> value
 
     def pick(self, value) -> torch.Tensor:
+        if self.fn is not None:
+            return self.fn(*value)
         if self.item is not None:
             value = value[self.item]
         if self.cols is not None:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from probe.compare import DEFAULT_MODELS, DEFAULT_TEXT, MASK, Slot
+from probe.compare import DEFAULT_TEXT, MASK, Slot
 from probe.errors import InputError
 from probe.report.html import Section, figure_block, note_block, output_path, render, table_block, write_atomic
 
@@ -68,14 +68,14 @@ def model_text(model: Model, slot: Slot, text: str) -> str | None:
 
 
 def _run(model: Model, text: str | None) -> Run:
-    import torch
-
     hooks = list(dict.fromkeys(model.default_hooks + [f"blocks.{model.n_layers - 1}.mlp.hook_post"]))
-    if text is None:
-        bos = model.tokenizer.bos_token_id
-        if bos is None:
-            raise InputError(f"{MASK} opens the text, so {model.name} has no left context; put a word before {MASK}")
-        return model.run(torch.tensor([[bos]]), hooks=hooks)
+    if model.kind == "causal":  # read as a document: the start token first where the model needs it
+        try:
+            return model.run(model.document_ids(text), hooks=hooks)
+        except InputError:
+            if text:
+                raise
+            raise InputError(f"{MASK} opens the text, so {model.name} has no left context; put a word before {MASK}") from None
     return model.run(text, hooks=hooks)
 
 
@@ -208,7 +208,7 @@ def candidates_table(frame, k: int):
 
 def report(
     text: str = DEFAULT_TEXT,
-    models: Sequence[Model | str] | Model | str = DEFAULT_MODELS,
+    models: Sequence[Model | str] | Model | str | None = None,
     path: str | os.PathLike = "report.html",
     *,
     k: int = 10,
@@ -218,7 +218,8 @@ def report(
 
     Args:
         text: a sentence; put ``[MASK]`` where a word is missing (needed when a masked model is among the models).
-        models: names, paths or loaded Models.
+        models: names, paths or loaded Models; None: ``probe.default_models()`` (the real pretrained pair
+            when installed, else the bundled tiny pair).
         path: the .html file to write (atomically: an existing report is replaced only when complete).
         k: candidates per prediction list.
         title: page title; default "probe report: <models>".

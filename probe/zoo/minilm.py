@@ -276,15 +276,22 @@ def _delta(model, with_embeddings: bool = False) -> dict:
     }
 
 
-def save_shards(tensors: dict, folder: Path, meta: dict, max_bytes: int = 12_000_000) -> None:
+def save_shards(tensors: dict, folder: Path, meta: dict, max_bytes: int = 15_500_000) -> None:
     """fp16 safetensors shards of at most ``max_bytes`` (small files travel back from a GPU box), atomically."""
     from safetensors.torch import save_file
 
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    pieces = {}
+    for k, v in tensors.items():  # a tensor over the limit (the word embeddings) travels in row blocks
+        rows = max(1, max_bytes // max(1, v[0].numel() * v.element_size())) if v.dim() else 1
+        if v.dim() and v.numel() * v.element_size() > max_bytes:
+            pieces.update({f"{k}@{i}": v[s : s + rows].contiguous() for i, s in enumerate(range(0, len(v), rows))})
+        else:
+            pieces[k] = v
     part, size, parts = {}, 0, []
-    for k, v in tensors.items():
+    for k, v in pieces.items():
         nbytes = v.numel() * v.element_size()
         if part and size + nbytes > max_bytes:
             parts.append(part)
@@ -302,9 +309,14 @@ def save_shards(tensors: dict, folder: Path, meta: dict, max_bytes: int = 12_000
 def read_shards(folder: Path) -> dict:
     from safetensors.torch import load_file
 
-    out = {}
+    import torch
+
+    out: dict = {}
     for f in sorted(folder.glob("part-*.safetensors")):
         out.update(load_file(f))
+    blocks = sorted((k for k in out if "@" in k), key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
+    for key in dict.fromkeys(k.split("@")[0] for k in blocks):
+        out[key] = torch.cat([out.pop(k) for k in blocks if k.split("@")[0] == key])
     return out
 
 
