@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from probe import _validate as check
 from probe.errors import HookNameError, InputError
 from probe.hooks import LOGITS
 
@@ -50,6 +51,11 @@ class Run:
 
     # -- dict-like ---------------------------------------------------------------------------
     def __getitem__(self, name: str) -> torch.Tensor:
+        if not isinstance(name, str):
+            raise HookNameError(
+                f"run[...] takes a hook name such as 'blocks.0.hook_resid_post', got {name!r} ({type(name).__name__}); "
+                "see run.keys()"
+            )
         if name in self.cache:
             return self.cache[name]
         if name in self.model.hook_names:
@@ -127,12 +133,14 @@ class Run:
 
     # -- positions ---------------------------------------------------------------------------
     def _check_index(self, index: int) -> None:
+        index = check.integer(index, "index")
         if not -len(self) <= index < len(self):
             raise InputError(f"index {index} is out of range for a run of {len(self)} text(s)")
 
     def position_of(self, position: int | None, index: int = 0) -> int:
         """Resolve a (possibly negative or default) position within text ``index``'s real tokens."""
         self._check_index(index)
+        position = check.optional_integer(position, "position")
         length = self.lengths[index]
         if position is None:
             if self.model.kind == "masked":
@@ -146,6 +154,12 @@ class Run:
         mask_id = self.model.tokenizer.mask_token_id
         row = self.ids[index, : self.lengths[index]]
         hits = (row == mask_id).nonzero().flatten().tolist() if mask_id is not None else []
+        if len(hits) > 1:
+            mask = self.model.tokenizer.mask_token
+            raise InputError(
+                f"the text has {len(hits)} {mask} tokens (positions {', '.join(map(str, hits))}); pass position= "
+                f"to pick one, e.g. predictions(position={hits[0]})"
+            )
         if not hits:
             mask = self.model.tokenizer.mask_token or "[MASK]"
             raise InputError(
@@ -167,10 +181,13 @@ class Run:
         """Top-k of the model's distribution: next token (causal) or the [MASK] filler (masked).
 
         Returns:
-            DataFrame [rank, token, token_id, prob, logit], rank 1 = most likely.
+            DataFrame [rank, token, token_id, prob, logit], rank 1 = most likely. For masked models the
+            special tokens ([CLS], [SEP], [MASK], ...) are never fillers and are left out; ``prob`` is
+            still each token's share of the whole distribution.
         """
         from probe.predict import top_k_frame
 
+        k = check.integer(k, "k", minimum=1)
         return top_k_frame(self.model, self.logits_at(position, index), k)
 
     def logit_lens(
