@@ -25,7 +25,9 @@ def integer(value: Any, name: str, *, minimum: int | None = None) -> int:
     import numbers
 
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        hint = f"; pass {name}={value.strip()}" if isinstance(value, str) and value.strip().lstrip("-").isdigit() else ""
+        hint = (
+            f"; pass {name}={value.strip()}" if isinstance(value, str) and value.strip().lstrip("-").isdigit() else ""
+        )
         what = "an integer" if minimum is None else f"an integer >= {minimum}"
         if minimum == 1:
             what = "a positive integer"
@@ -83,7 +85,9 @@ def run_inputs(value: Any) -> None:
         bad = next((t for t in value if not isinstance(t, str)), None)
         if bad is None:
             return
-        raise InputError(f"inputs must be a string, a list of strings or a LongTensor of ids; the list holds {_got(bad)}")
+        raise InputError(
+            f"inputs must be a string, a list of strings or a LongTensor of ids; the list holds {_got(bad)}"
+        )
     raise InputError(f"inputs must be a string, a list of strings or a LongTensor of ids, {_got(value)}")
 
 

@@ -63,6 +63,46 @@ class Model:
         names += [f"blocks.{i}.attn.hook_pattern" for i in range(self.n_layers)]
         return names + ([LOGITS] if self.kind != "encoder" else [])
 
+    def hook_shapes(self):
+        """Every hook point in forward order with the shape of its tensor, as ``probe hooks MODEL`` prints it.
+
+        Found by running one token through the model with every hook captured, so the shapes are the
+        ones ``run[...]`` returns; batch and positions are named, every other dim is "name=size".
+
+        Returns:
+            DataFrame [hook, shape, dims, sizes]: shape like "[batch, pos, d_model=64]"; dims the dim
+            names; sizes the sizes (None for batch and positions).
+
+        Example:
+            >>> probe.load("tiny-gpt").hook_shapes().head(3)
+        """
+        import pandas as pd
+
+        from probe.run import dims_of
+
+        run = self.run(torch.zeros((1, 1), dtype=torch.long), hooks=self.hook_names)
+        sizes_by_dim = {"head": "head", "neuron": "d_mlp", "vocab_id": "d_vocab"}
+        rows = []
+        for name in self.hook_names:
+            shape = list(run[name].shape)[1:]
+            dims, sizes = ["batch"], [None]
+            for dim, size in zip(dims_of(name), shape, strict=True):
+                if dim in ("position", "key_position"):
+                    dims.append("pos" if dim == "position" else "key_pos")
+                    sizes.append(None)
+                    continue
+                if dim == "dim":
+                    label = "d_head" if len(shape) == 3 else "d_model" if size == self.d_model else "dim"
+                else:
+                    label = sizes_by_dim.get(dim, dim)
+                dims.append(label)
+                sizes.append(int(size))
+            if name.endswith("attn.hook_pattern"):
+                dims[2:4] = ["q_pos", "k_pos"] if dims[1] == "head" else dims[2:4]
+            shape_text = ", ".join(d if s is None else f"{d}={s}" for d, s in zip(dims, sizes))
+            rows.append({"hook": name, "shape": f"[{shape_text}]", "dims": dims, "sizes": sizes})
+        return pd.DataFrame(rows, columns=["hook", "shape", "dims", "sizes"])
+
     # -- tokens ------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[str]:
         """The tokens the model sees for ``text`` (special tokens included), as readable strings.
