@@ -15,6 +15,14 @@ def parse(description: str, argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--text", default=DEFAULT_TEXT, help="the sentence; [MASK] marks the slot")
     ap.add_argument("--out", type=Path, default=Path("."), help="folder for the HTML page")
+    ap.add_argument(
+        "--shared-plotly",
+        dest="plotly_js",
+        action="store_const",
+        const="beside",
+        default="inline",
+        help="write plotly.js once next to the page instead of inlining it (for a folder of pages)",
+    )
     args = ap.parse_args(argv)
     args.model = args.model or list(DEFAULT_MODELS)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> Path:
         print(f"{name:>12} {method:<10} {words}")
     print(frame.agreement.to_string(index=False))
     print(frame.layers.to_string(index=False))
-    path = report(args.text, models, args.out / "gpt_vs_bert.html")
+    path = report(args.text, models, args.out / "gpt_vs_bert.html", plotly_js=args.plotly_js)
     print(f"wrote {path}")
     return path
 

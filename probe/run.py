@@ -117,7 +117,8 @@ class Run:
             if name in self.cache:
                 return self.cache[name]
         raise HookNameError(
-            f"residual stream {layer} was not captured; run with hooks=None (the default) or include '{options[0]}'"
+            f"residual stream {layer} was not captured; run with hooks=None (the default) or include '{options[0]}' "
+            "('blocks.*.hook_resid_*' captures every layer's)"
         )
 
     def residual_stream(self) -> torch.Tensor:
