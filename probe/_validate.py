@@ -52,11 +52,11 @@ def boolean(value: Any, name: str) -> bool:
     return bool(value)
 
 
-def text(value: Any, name: str = "text") -> str:
-    """A non-empty string."""
+def text(value: Any, name: str = "text", allow_empty: bool = False) -> str:
+    """A string; not blank unless ``allow_empty``."""
     if not isinstance(value, str):
         raise InputError(f"{name} must be a string, {_got(value)}")
-    if not value.strip():
+    if not allow_empty and not value.strip():
         raise InputError(f"{name} is empty; pass some text")
     return value
 

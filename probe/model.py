@@ -110,7 +110,7 @@ class Model:
         Works for text of any length (to count tokens, ``len(model.tokenize(text))``); only running
         the model is limited to the context of ``n_ctx`` tokens.
         """
-        check.text(text)
+        check.text(text, allow_empty=True)
         return self.to_str_tokens(self._token_ids([text])[0])
 
     def to_str_tokens(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
