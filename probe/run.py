@@ -109,6 +109,7 @@ class Run:
         [batch, pos, d_model]. A block's input equals the previous block's output, so either hook serves.
         """
         n = self.model.n_layers
+        layer = check.integer(layer, "layer")
         if not 0 <= layer <= n:
             raise InputError(f"layer {layer} is out of range; {self.model.name} has layers 0..{n}")
         options = [f"blocks.{layer}.hook_resid_pre"] if layer < n else []

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 CAPTIONS = {
     "tokens": "The text as the model's tokenizer splits it, one cell per token with its id underneath. "
     "Blue cells start a word, orange cells continue the word before them, grey cells are special tokens. "
-    "A middle dot · marks a space that belongs to the token.",
+    "A middle dot · marks a space that belongs to the token; <0xF0> is one byte of a character split over "
+    "several tokens.",
     "predictions": "The model's own output at the slot: the {k} most likely tokens and their probabilities.",
     "logit_lens": "The logit lens: the model's output head applied to the residual stream after every block, at "
     "every position. Each cell shows that layer's most likely token; darker means more confident. Read a "
@@ -56,7 +57,7 @@ CAPTIONS = {
     "candidate word into the whole sentence and compares the sentences' likelihoods, so the right side counts "
     "too. Words are ordered by how much all models like them; #n is the word's rank in that panel.",
     "compare_layers": "For every model, the rank of its final top word at every layer (logit lens at the slot; "
-    "rank among all tokens, punctuation included). Where a line reaches the top tells when that model "
+    "rank among all tokens, punctuation included; special tokens are never a masked model's filler). Where a line reaches the top tells when that model "
     "settled on its answer.",
     "candidates": "The top {k} words of every list with their probabilities (rescored: the sentence's share of "
     "the candidates' total likelihood).",
