@@ -13,7 +13,7 @@ from typing import Any
 
 from probe.errors import InputError
 
-FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
 def _got(value: Any) -> str:

@@ -95,7 +95,10 @@ class Slot:
             )
         count = text.count(MASK)
         if count > 1:
-            raise InputError(f"the text has {count} {MASK} markers; compare fills one slot, so keep exactly one")
+            raise InputError(
+                f"the text has {count} {MASK} markers; compare and report fill one slot, so keep exactly one "
+                "(for one of several masks: model.run(text).predictions(position=...))"
+            )
         if count == 0:
             if need_mask:
                 raise InputError(
@@ -128,9 +131,12 @@ class Slot:
 
 
 def _token_offsets(text: str, tokenizer) -> list[tuple[int, int]]:
+    from probe.model import quiet_length_warning
+
     if not text:
         return []
-    return tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    with quiet_length_warning(tokenizer):
+        return tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
 
 
 def _keep_tokens(text: str, keep: int, tokenizer, end: bool) -> str:
@@ -198,11 +204,10 @@ def run_slot(model: Model, slot: Slot, truncate: bool = False) -> Slot:
     """The slot as ``model`` will read it for its own prediction: cut to its context when ``truncate``."""
     if not truncate:
         return slot
-    if model.kind == "masked" and model.tokenizer.mask_token is not None:
-        return fit_slot(model, slot, lambda s: [s.masked_text(model.tokenizer.mask_token)])
-    if model.kind == "causal":
-        return fit_slot(model, slot, lambda s: [s.left] if s.left else [], right=False) if slot.left else slot
-    return fit_slot(model, slot, lambda s: [s.fill("")])
+    if model.kind == "causal":  # reads the left side only
+        return fit_slot(model, slot, lambda s: [s.left], right=False) if slot.left else slot
+    mask = model.tokenizer.mask_token  # masked models (and encoders, as the report runs them) read the mask
+    return fit_slot(model, slot, lambda s: [s.masked_text(mask) if mask else s.fill("")])
 
 
 def _slot_run(model: Model, slot: Slot):
@@ -277,7 +282,7 @@ def sentence_log_probs(model: Model, texts: list[str], batch_size: int = 32) -> 
     tok = model.tokenizer
     rows = []
     for text in texts:
-        ids = tok(text, add_special_tokens=True)["input_ids"]
+        ids = model._token_ids([text])[0]  # no library warning for long text: the error below says it
         if tok.bos_token_id is not None and (not ids or ids[0] != tok.bos_token_id):
             ids = [tok.bos_token_id] + ids
         if len(ids) < 2:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import functools
 import os
 import re
@@ -129,17 +130,8 @@ class Model:
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
         """Texts -> token ids with special tokens, any length (the tokenizer's long-text warning muted:
         ``encode`` gives probe's own error for text that does not fit)."""
-        tok = self.tokenizer
-        warned = getattr(tok, "deprecation_warnings", None)
-        key = "sequence-length-is-longer-than-the-specified-maximum"
-        before = warned.get(key, False) if warned is not None else None
-        if warned is not None:
-            warned[key] = True  # transformers checks this flag before it logs the warning
-        try:
+        with quiet_length_warning(self.tokenizer) as tok:
             return tok(texts, add_special_tokens=True)["input_ids"]
-        finally:
-            if warned is not None:
-                warned[key] = before
 
     def encode(self, texts: list[str], truncate: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts -> (ids [batch, pos], mask [batch, pos]) right-padded; errors for empty or too long text."""
@@ -235,6 +227,22 @@ class Model:
         from probe.predict import generate
 
         return generate(self, prompt, max_new_tokens=max_new_tokens, k=k, sample=sample, seed=seed)
+
+
+@contextlib.contextmanager
+def quiet_length_warning(tokenizer):
+    """Mute transformers' "Token indices sequence length is longer than ..." warning inside probe's own
+    tokenizer calls (probe checks lengths itself, with a clearer error); the user's own calls still get it."""
+    warned = getattr(tokenizer, "deprecation_warnings", None)
+    key = "sequence-length-is-longer-than-the-specified-maximum"
+    before = warned.get(key, False) if warned is not None else False
+    if warned is not None:
+        warned[key] = True  # transformers checks this flag before it logs the warning
+    try:
+        yield tokenizer
+    finally:
+        if warned is not None:
+            warned[key] = before
 
 
 _BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")

@@ -336,3 +336,19 @@ def test_report_can_share_plotly_js_beside_the_page(tiny_gpt, tmp_path):
 def test_bad_plotly_js_mode(tiny_gpt, tmp_path):
     with pytest.raises(InputError, match="plotly_js"):
         report("The robot must", [tiny_gpt], tmp_path / "r.html", plotly_js="cdn")
+
+
+def test_public_functions_survive_importing_their_modules():
+    """probe.compare / probe.report stay the functions after their modules are imported (report imports
+    probe.compare), and import probe still imports no torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, probe; assert 'torch' not in sys.modules; "
+        "from probe.compare import MASK; import probe.report.html; "
+        "from probe.compare import compare; from probe.report import report; "
+        "assert probe.compare is compare and probe.report is report, (probe.compare, probe.report)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

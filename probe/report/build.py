@@ -75,7 +75,7 @@ def model_text(model: Model, slot: Slot, text: str) -> str | None:
     if model.kind == "causal":
         return slot.left or None
     mask_token = model.tokenizer.mask_token
-    return slot.masked_text(mask_token) if mask_token else text.replace(MASK, "").strip()
+    return slot.masked_text(mask_token) if mask_token else slot.fill("").strip()
 
 
 def _run(model: Model, text: str | None) -> Run:
