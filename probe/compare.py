@@ -376,7 +376,7 @@ def check_order(text, models, where: str) -> None:
     """``compare`` and ``report`` take (text, models): say so when a sentence is where models go, or back."""
     from probe.model import Model
 
-    call = f"probe.{where}(text, models)"
+    call = f"probe.{where}(text, models{', path' if where == 'report' else ''})"
     if isinstance(text, Model) or (isinstance(text, (list, tuple)) and text):
         raise InputError(
             f"{call} takes the text first and the models second; got {type(text).__name__} as text. "

@@ -160,7 +160,7 @@ class Run:
             mask = self.model.tokenizer.mask_token
             raise InputError(
                 f"the text has {len(hits)} {mask} tokens (positions {', '.join(map(str, hits))}); pass position= "
-                f"to pick one, e.g. predictions(position={hits[0]})"
+                f"to pick one, e.g. position={hits[0]}"
             )
         if not hits:
             mask = self.model.tokenizer.mask_token or "[MASK]"
