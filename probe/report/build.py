@@ -260,7 +260,8 @@ def report(
 
     Returns:
         The path written. The page has a comparison section (two or more models) and one section per
-        model: card, tokens, predictions, logit lens, attention, activations. plotly.js is inlined once.
+        model: card, tokens, predictions, logit lens, attention, activations. plotly.js is inlined once
+        (``plotly_js="inline"``) or written once beside the page (``"beside"``).
 
     Example:
         >>> probe.report("The robot must [MASK] hurt the human.", ["tiny-gpt", "tiny-bert"], "report.html")
