@@ -87,7 +87,10 @@ class Model:
         for name in self.hook_names:
             shape = list(run[name].shape)[1:]
             dims, sizes = ["batch"], [None]
-            for dim, size in zip(dims_of(name), shape, strict=True):
+            names = dims_of(name)
+            if len(names) != len(shape):  # a hook dims_of does not know: number its dims
+                names = tuple(f"dim{i + 1}" for i in range(len(shape)))
+            for dim, size in zip(names, shape, strict=True):
                 if dim in ("position", "key_position"):
                     dims.append("pos" if dim == "position" else "key_pos")
                     sizes.append(None)
