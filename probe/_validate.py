@@ -8,7 +8,7 @@ torch is imported only by the device and dtype checks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from probe.errors import InputError
@@ -62,16 +62,19 @@ def text(value: Any, name: str = "text", allow_empty: bool = False) -> str:
 
 
 def hooks(value: Any) -> list[str] | None:
-    """``hooks=``: None, one name or pattern, or a list/tuple of them."""
+    """``hooks=``: None, one name or pattern, or any collection of them (list, tuple, set)."""
     if value is None:
         return None
     if isinstance(value, str):
         return [value]
-    if isinstance(value, Sequence) and all(isinstance(h, str) for h in value):
-        return list(value)
-    bad = next((h for h in value if not isinstance(h, str)), value) if isinstance(value, Sequence) else value
+    if isinstance(value, Iterable) and not isinstance(value, (bytes, dict)):
+        items = list(value)
+        bad = next((h for h in items if not isinstance(h, str)), None)
+        if bad is None:
+            return items
+        value = bad
     raise InputError(
-        f"hooks must be a hook name, a glob pattern or a list of them (e.g. ['blocks.*.hook_resid_post']), {_got(bad)}"
+        f"hooks must be a hook name, a glob pattern or a list of them (e.g. ['blocks.*.hook_resid_post']), {_got(value)}"
     )
 
 
