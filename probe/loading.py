@@ -206,7 +206,9 @@ def gguf_checkpoint(file: Path, display: str) -> Path:
         return folder
     missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
     if missing:
-        raise LoadError(f"reading {file.name} needs the packages {' and '.join(missing)}: pip install {' '.join(missing)}")
+        raise LoadError(
+            f"reading {file.name} needs the packages {' and '.join(missing)}: pip install {' '.join(missing)}"
+        )
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 

@@ -50,6 +50,7 @@ class Adapter:
     """Base adapter. Subclasses set ``family`` and fill the dims, ``body``, ``blocks`` and ``points``."""
 
     family: str = ""
+    name: str = ""  # the model's display name (``Model.name``), set by Model; used in error messages
     # Hooks whose values are only produced by the eager attention kernel.
     needs_eager = ("attn.hook_pattern",)
     # Hook points inside the LM head rather than the body (fired by ``head``, not by the body's forward).
@@ -90,6 +91,6 @@ class Adapter:
         ``resid`` [..., d_model] -> [..., vocab]. The logit lens applies this to every layer.
         """
         raise NoHeadError(
-            f"{self.config.name_or_path or self.family} is a bare encoder with no language-model head, so it has "
+            f"{self.name or self.family} is a bare encoder with no language-model head, so it has "
             "no token distribution; load a checkpoint with an LM head (e.g. tiny-bert, bert-base-uncased)"
         )

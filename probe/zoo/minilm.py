@@ -103,7 +103,11 @@ def build(work: Path | None = None, base_weights: dict | None = None):
     torch.manual_seed(0)
     model = BertForMaskedLM(config)
     if base_weights is not None:
-        state = {f"bert.{k}": v.float() for k, v in base_weights.items() if not k.startswith("pooler.") and not k.endswith("position_ids")}
+        state = {
+            f"bert.{k}": v.float()
+            for k, v in base_weights.items()
+            if not k.startswith("pooler.") and not k.endswith("position_ids")
+        }
         missing, unexpected = model.load_state_dict(state, strict=False)
         assert not unexpected, unexpected
         assert all(k.startswith("cls.") for k in missing), missing
@@ -212,7 +216,9 @@ def train(work: Path, cfg: MLMConfig) -> None:
         progress = (s - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     t0 = time.time()
     while step < cfg.steps:
         model.train()
@@ -272,7 +278,9 @@ def _delta(model, with_embeddings: bool = False) -> dict:
     return {
         k: v.detach().cpu().half().contiguous()
         for k, v in model.state_dict().items()
-        if (with_embeddings or k not in FROZEN) and k != "cls.predictions.decoder.weight" and not k.endswith("position_ids")
+        if (with_embeddings or k not in FROZEN)
+        and k != "cls.predictions.decoder.weight"
+        and not k.endswith("position_ids")
     }
 
 
@@ -307,9 +315,8 @@ def save_shards(tensors: dict, folder: Path, meta: dict, max_bytes: int = 15_500
 
 
 def read_shards(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
     import torch
+    from safetensors.torch import load_file
 
     out: dict = {}
     for f in sorted(folder.glob("part-*.safetensors")):
@@ -377,7 +384,6 @@ CORPUS_NOTE = (
 
 def export(work: Path, dest: Path) -> None:
     """config + tokenizer + delta.safetensors (fp16) + probe_base.json + card, into ``dest``."""
-    import torch
     from safetensors.torch import save_file
 
     delta = read_shards(work / "mlm.best")
