@@ -90,13 +90,13 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
-    try:
+    # transformers reads the variables above when it is imported; import it here only if something
+    # already did (importing it costs a second, and `probe models` / `--help` never need it)
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
 
 
 def _fail(message: str) -> None:
@@ -351,6 +351,54 @@ def hooks(
     for r in frame.itertuples(index=False):
         table.add_row(escape(r.hook), escape(r.shape))
     _console().print(table)
+
+
+@app.command()
+@_errors_as_one_line
+def verify(
+    model: Annotated[str, typer.Argument(help="Model name, local checkpoint folder, .gguf file or hub id.")],
+    text: Annotated[
+        list[str] | None, typer.Option("--text", "-t", help="Text to check on; repeat for a padded batch.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON records.")] = False,
+) -> None:
+    """Check every hook of MODEL against Hugging Face's own outputs; exit code 1 if any check fails.
+
+    Compares the residual stream with hidden_states, patterns with attentions, logits with logits, and
+    the block's residual identities, on a right-padded batch.
+
+    Examples:
+
+      probe verify tiny-gpt
+
+      probe verify ./my-checkpoint --text "Some text of mine." --text "And a longer second text of mine."
+    """
+    from rich.table import Table
+
+    from probe.verify import verify as run_verify
+
+    table = run_verify(model, texts=list(text) if text else None)
+    if as_json:
+        typer.echo(table.to_json(orient="records", indent=1))
+    else:
+        t = Table(
+            title=f"probe verify {_escape(table.attrs['model'], markup=False)} ({table.attrs['dtype']})",
+            title_justify="left",
+        )
+        for col, justify in (("check", "left"), ("max_abs_diff", "right"), ("tolerance", "right"), ("ok", "center")):
+            t.add_column(col, justify=justify)
+        for row in table.itertuples(index=False):
+            t.add_row(
+                _escape(row.check, markup=False),
+                f"{row.max_abs_diff:.2e}",
+                f"{row.tolerance:.2e}",
+                "[green]ok[/green]" if row.ok else "[red]FAIL[/red]",
+            )
+        _console().print(t)
+        failed = int((~table["ok"]).sum())
+        typer.echo(f"{len(table) - failed} passed, {failed} failed")
+    if not table.attrs["ok"]:
+        raise typer.Exit(1)
 
 
 @app.command()

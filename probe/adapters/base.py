@@ -53,6 +53,9 @@ class Adapter:
     name: str = ""  # the model's display name (``Model.name``), set by Model; used in error messages
     # Hooks whose values are only produced by the eager attention kernel.
     needs_eager = ("attn.hook_pattern",)
+    # How a block adds to the residual stream, for ``probe.verify``'s identities: "pre_ln" (GPT-2, Llama),
+    # "post_ln" (BERT) or "parallel" (attention and MLP read the same input: GPT-NeoX, GPT-J).
+    block_form: str = "pre_ln"
     # Hook points inside the LM head rather than the body (fired by ``head``, not by the body's forward).
     head_points: frozenset[str] = frozenset()
 

@@ -440,8 +440,10 @@ the frozen encoder plateaus near 8% top-1; fine-tuning the whole encoder with ML
 
 ## What it can and cannot do
 A real pretrained encoder with encyclopedic English: it fills function words, common nouns and many
-facts ("paris is the capital of [MASK]." -> france). It is lower-cased and small (22M parameters): use
-it to watch a BERT-style model decide, not as a substitute for bert-base-uncased.
+facts ("the capital of france is [MASK]." -> paris). It likes to copy a word of the sentence into the
+slot ("berlin is the capital of [MASK]." -> berlin, then germany), knows little outside encyclopedia
+leads, and is lower-cased and small (22M parameters): use it to watch a BERT-style model decide, not as
+a substitute for bert-base-uncased.
 
 Licence: the weights derive from all-MiniLM-L6-v2 (Apache-2.0, see the package); the fine-tuning text
 is CC BY-SA 4.0.
