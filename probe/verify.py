@@ -139,7 +139,10 @@ def _identities(model: Model, run) -> list[tuple[str, torch.Tensor, torch.Tensor
     out = []
     for i in range(model.n_layers):
         p = f"blocks.{i}."
-        have = lambda *names: all(p + n in run for n in names)  # noqa: E731
+
+        def have(*names: str, p: str = p) -> bool:
+            return all(p + n in run for n in names)
+
         if form == "pre_ln" and have("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out"):
             out.append(
                 (
