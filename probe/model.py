@@ -97,7 +97,8 @@ class Model:
             raise InputError(f"{self.name} has no start token, so it cannot read an empty context; give it some text")
         if len(ids) > self.n_ctx:
             raise InputError(
-                f"text of {len(ids)} tokens is longer than {self.name}'s context of {self.n_ctx}; shorten it"
+                f"text of {len(ids)} tokens (with its start token) is longer than {self.name}'s context of "
+                f"{self.n_ctx}; shorten it or pass truncate=True (--truncate)"
             )
         return torch.tensor([ids])
 

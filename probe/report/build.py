@@ -278,6 +278,11 @@ def report(
     if title is not None and not isinstance(title, str):
         raise InputError(f"title must be a string, got {title!r}")
     check_plotly_js(plotly_js)
+    notice = None
+    if models is None:
+        from probe.defaults import default_models
+
+        models, notice = default_models()
     loaded = load_models(models, k)
     slot = Slot.parse(text, need_mask=any(m.kind == "masked" for m in loaded))
     names = _unique_names(loaded)
@@ -289,5 +294,7 @@ def report(
         s.id = s.id or f"model-{i}"
     title = title or f"probe report: {', '.join(names)}"
     subtitle = "How each model reads the sentence below: what it predicts, where it looks, and when it decides."
+    if notice:  # the real models are not installed: say which ones were used instead, and how to get them
+        subtitle += f" Note: {notice}."
     src = plotly_source(path, plotly_js)
     return write_atomic(path, render(sections, title=title, subtitle=subtitle, text=text, plotly_src=src))
