@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from probe.errors import HookNameError, InputError, LoadError, NoHeadError, ProbeError
+from probe.errors import HookNameError, InputError, LoadError, NoHeadError, PatchError, ProbeError
 
 __version__ = "0.2.0"
 
@@ -28,6 +28,13 @@ _LAZY = {
     "models": "probe.cards",
     "verify": "probe.verify",
     "default_models": "probe.defaults",
+    "ablate": "probe.intervene",
+    "steer": "probe.intervene",
+    "patching": "probe.intervene",
+    "PatchContext": "probe.hooks",
+    "attribute": "probe.attribute",
+    "factors": "probe.factors",
+    "cka": "probe.factors",
 }
 
 __all__ = [
@@ -39,11 +46,19 @@ __all__ = [
     "models",
     "verify",
     "default_models",
+    "ablate",
+    "steer",
+    "patching",
+    "PatchContext",
+    "attribute",
+    "factors",
+    "cka",
     "ProbeError",
     "LoadError",
     "HookNameError",
     "InputError",
     "NoHeadError",
+    "PatchError",
     "__version__",
 ]
 
@@ -64,9 +79,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs only
+    from probe.attribute import attribute
     from probe.cards import models
     from probe.compare import compare
     from probe.defaults import default_models
+    from probe.factors import cka, factors
+    from probe.hooks import PatchContext
+    from probe.intervene import ablate, patching, steer
     from probe.model import Model, load
     from probe.report import report
     from probe.run import Run

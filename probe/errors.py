@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ProbeError", "LoadError", "HookNameError", "InputError", "NoHeadError"]
+__all__ = ["ProbeError", "LoadError", "HookNameError", "InputError", "NoHeadError", "PatchError"]
 
 
 class ProbeError(Exception):
@@ -26,3 +26,7 @@ class InputError(ProbeError, ValueError):
 
 class NoHeadError(ProbeError):
     """The model has no language-model head, so it has no token distribution to show."""
+
+
+class PatchError(InputError):
+    """A patch that cannot be applied: wrong shape, a hook that never fires, an edit that returns junk."""
