@@ -322,3 +322,18 @@ def forward_capture(
     if run_head and final not in names:
         del store[final]
     return store
+
+
+@contextlib.contextmanager
+def embeddings_replaced(adapter: Adapter, embeds: torch.Tensor) -> Iterator[None]:
+    """The token-embedding layer returns ``embeds`` [batch, pos, d_model] instead of looking ids up.
+
+    Attribution differentiates with respect to these vectors; position embeddings, token types and
+    everything after are the model's own. Uses HF's ``get_input_embeddings()``, so it holds for every
+    family. Always removed.
+    """
+    handle = adapter.hf.get_input_embeddings().register_forward_hook(lambda mod, args, out: embeds)
+    try:
+        yield
+    finally:
+        handle.remove()
