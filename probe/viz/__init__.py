@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 from probe.viz.activations import neurons, residual_norms
 from probe.viz.attention import attention, attention_entropy, attention_grid, attention_heads
 from probe.viz.attribution import attribution
+from probe.viz.cka import cka
 from probe.viz.compare import compare_layers, comparison
+from probe.viz.factors import factors
 from probe.viz.lens import lens_table, lens_target, logit_lens
 from probe.viz.patching import patching
 from probe.viz.predictions import generation, predictions
@@ -46,6 +48,8 @@ __all__ = [
     "compare_layers",
     "attribution",
     "patching",
+    "factors",
+    "cka",
 ]
 
 
