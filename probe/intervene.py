@@ -196,7 +196,7 @@ def metric_fn(model: Model, metric) -> tuple[Callable[[torch.Tensor], float], st
         )
     kind, *words = metric
     ids = [target_id(model, w) for w in words]
-    label = f"{kind}({', '.join(repr(w) for w in words)})"
+    label = f"{kind}({', '.join(repr(model.to_str_tokens([i])[0]) for i in ids)})"
     if kind == "logit_diff":
         return (lambda lg: float(lg[ids[0]] - lg[ids[1]])), label
     if kind == "logit":

@@ -213,6 +213,8 @@ def report(
     *,
     k: int = 10,
     title: str | None = None,
+    sections: Sequence[str] | None = None,
+    corrupted: str | None = None,
 ) -> Path:
     """Write one self-contained HTML report of how ``models`` read ``text``; works offline.
 
@@ -222,6 +224,10 @@ def report(
         path: the .html file to write (atomically: an existing report is replaced only when complete).
         k: candidates per prediction list.
         title: page title; default "probe report: <models>".
+        sections: extra "why" sections after the model sections, any of "attribution" (integrated
+            gradients per token), "patching" (activation patching; needs ``corrupted``), "factors"
+            (NMF neuron factors) and "cka" (layer similarity). Default: none (the report as before).
+        corrupted: for "patching": the text with one word changed (same number of tokens).
 
     Returns:
         The path written. The page has a comparison section (two or more models) and one section per
@@ -231,8 +237,10 @@ def report(
         >>> probe.report("The robot must [MASK] hurt the human.", ["tiny-gpt", "tiny-bert"], "report.html")
     """
     from probe.compare import _unique_names, load_models
+    from probe.report.why import validate, why_sections
 
     path = output_path(path)  # fail before any model work
+    extra = validate(sections, corrupted)
     loaded = load_models(models, k)
     slot = Slot.parse(text, need_mask=any(m.kind == "masked" for m in loaded))
     names = _unique_names(loaded)
@@ -240,6 +248,7 @@ def report(
     if len(loaded) > 1:
         sections.append(comparison_section(loaded, text, k))
     sections += [model_section(m, n, text, slot, k) for m, n in zip(loaded, names, strict=True)]
+    sections += why_sections(extra, loaded, names, text, corrupted)
     for i, s in enumerate(sections):
         s.id = s.id or f"model-{i}"
     title = title or f"probe report: {', '.join(names)}"
