@@ -16,7 +16,15 @@ import sys
 import types
 from typing import TYPE_CHECKING
 
-from probe.errors import HookNameError, InputError, LoadError, NoHeadError, PatchError, ProbeError
+from probe.errors import (
+    DependencyError,
+    HookNameError,
+    InputError,
+    LoadError,
+    NoHeadError,
+    PatchError,
+    ProbeError,
+)
 
 __version__ = "0.2.0"
 
@@ -61,6 +69,7 @@ __all__ = [
     "InputError",
     "NoHeadError",
     "PatchError",
+    "DependencyError",
     "__version__",
 ]
 

@@ -139,9 +139,13 @@ def attribute(
         >>> probe.attribute(probe.load("tiny-gpt"), "The robot must not hurt the", target=" human")
     """
     import pandas as pd
-    from captum.attr import InputXGradient, IntegratedGradients, Occlusion, Saliency
 
+    from probe.errors import need
     from probe.hooks import LOGITS, embeddings_replaced, forward_capture
+
+    captum = need("captum.attr")
+    InputXGradient, IntegratedGradients = captum.InputXGradient, captum.IntegratedGradients
+    Occlusion, Saliency = captum.Occlusion, captum.Saliency
 
     if method not in METHODS:
         raise InputError(f"method={method!r} is not an attribution method; use one of {', '.join(METHODS)}")

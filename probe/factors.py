@@ -95,8 +95,9 @@ def factors(
         >>> f = probe.factors(gpt, ["The robot must not hurt the human."], n_components=4)
         >>> f.neurons.head(); f.plot()
     """
-    from sklearn.decomposition import NMF
+    from probe.errors import need
 
+    NMF = need("sklearn.decomposition").NMF
     texts = [texts] if isinstance(texts, str) else list(texts)
     layers = _layers(model, layers)
     if not isinstance(n_components, int) or n_components < 1:

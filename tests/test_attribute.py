@@ -106,3 +106,13 @@ def test_masked_text_without_mask(tiny_bert):
 def test_target_id_outside_vocab(tiny_gpt):
     with pytest.raises(InputError, match="outside"):
         probe.attribute(tiny_gpt, TEXT["causal"], target=10**6)
+
+
+def test_missing_captum_is_one_clear_line(tiny_gpt, monkeypatch):
+    import sys
+
+    from probe.errors import DependencyError
+
+    monkeypatch.setitem(sys.modules, "captum.attr", None)  # as if captum were not installed
+    with pytest.raises(DependencyError, match=r"pip install 'probe\[why\]'"):
+        probe.attribute(tiny_gpt, TEXT["causal"])
