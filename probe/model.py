@@ -178,6 +178,8 @@ class Model:
         Args:
             hooks: also capture these hooks at every step (each step is a full forward pass).
             patch: apply these patches at every step (as in ``run``; edit functions see ``ctx.step``).
+                The context grows by one token a step, so position-shaped tensors fit only the first
+                step: use a function (``ctx.positions(-1)`` is the newest token).
 
         Returns:
             (text, DataFrame[step, rank, token, token_id, prob, chosen]); with ``hooks``, a third item:

@@ -116,3 +116,18 @@ def test_missing_captum_is_one_clear_line(tiny_gpt, monkeypatch):
     monkeypatch.setitem(sys.modules, "captum.attr", None)  # as if captum were not installed
     with pytest.raises(DependencyError, match=r"pip install 'probe\[why\]'"):
         probe.attribute(tiny_gpt, TEXT["causal"])
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "minilm-mlm"])
+def test_integrated_gradients_complete_on_real_models(name):
+    """The same 5% completeness on the real pretrained models, where their packages are installed."""
+    from probe.defaults import available
+
+    if not available(name):
+        pytest.skip(f"{name} is not installed")
+    model = probe.load(name)
+    text = TEXT[model.kind].replace("[MASK]", model.tokenizer.mask_token or "[MASK]")
+    frame = probe.attribute(model, text)
+    a = frame.attrs
+    span = a["target_value"] - a["baseline_value"]
+    assert abs(frame["attribution"].sum() - span) <= 0.05 * abs(span) + 1e-4

@@ -365,6 +365,7 @@ CORPUS_NOTE = (
 
 def export(work: Path, dest: Path) -> None:
     """config + tokenizer + delta.safetensors (fp16) + probe_base.json + card, into ``dest``."""
+    import torch
     from safetensors.torch import save_file
 
     delta = read_shards(work / "mlm.best")
