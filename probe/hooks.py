@@ -75,8 +75,10 @@ def apply_patch(spec: Patch, value: torch.Tensor, ctx: PatchContext) -> torch.Te
     """The new value of a hook: ``spec`` itself (a tensor, broadcast over batch) or ``spec(value, ctx)``."""
     if isinstance(spec, torch.Tensor):
         new = spec.to(device=value.device, dtype=value.dtype)
-        if new.shape == value.shape[1:] or (new.dim() == value.dim() and new.shape[0] == 1):
-            new = new.expand(value.shape) if new.shape[-value.dim() + 1 :] == value.shape[1:] else new
+        if new.dim() == value.dim() - 1:  # no batch dim: the same value for every text
+            new = new.unsqueeze(0)
+        if new.dim() == value.dim() and new.shape[0] == 1 and new.shape[1:] == value.shape[1:]:
+            new = new.expand(value.shape)
         if new.shape != value.shape:
             raise PatchError(
                 f"patch for '{ctx.name}' has shape {list(spec.shape)} but the hook's value is {list(value.shape)} "
