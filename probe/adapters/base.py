@@ -45,6 +45,23 @@ class Point:
             value = value.unflatten(-1, (self.heads, -1))
         return value
 
+    def put(self, value, new: torch.Tensor):
+        """The inverse of ``pick``: ``value`` as the module gave it, with the picked part replaced by ``new``.
+
+        ``new`` has the picked shape (e.g. [batch, pos, head, d_head]); the result has the module's own
+        shape and container (tuple item, full width of a fused projection), so it can be handed back to
+        the forward pass. This is what lets patching, ablation and steering write through any Point.
+        """
+        if self.heads is not None:
+            new = new.flatten(-2)
+        whole = value[self.item] if self.item is not None else value
+        if self.cols is not None:
+            a, b = self.cols
+            new = torch.cat([whole[..., :a], new, whole[..., b:]], dim=-1)
+        if self.item is not None:
+            return (*value[: self.item], new, *value[self.item + 1 :])
+        return new
+
 
 class Adapter:
     """Base adapter. Subclasses set ``family`` and fill the dims, ``body``, ``blocks`` and ``points``."""

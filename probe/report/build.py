@@ -245,6 +245,8 @@ def report(
     title: str | None = None,
     truncate: bool = False,
     plotly_js: str = "inline",
+    sections: Sequence[str] | None = None,
+    corrupted: str | None = None,
 ) -> Path:
     """Write one self-contained HTML report of how ``models`` read ``text``; works offline.
 
@@ -260,6 +262,10 @@ def report(
         truncate: cut a text longer than a model's context to a window around the slot instead of raising.
         plotly_js: "inline" (default: the page is one self-contained file) or "beside" (plotly.js is written
             once next to the page and shared, for folders of many reports).
+        sections: extra "why" sections after the model sections, any of "attribution" (integrated
+            gradients per token), "patching" (activation patching; needs ``corrupted``), "factors"
+            (NMF neuron factors) and "cka" (layer similarity). Default: none (the report as before).
+        corrupted: for "patching": the text with one word changed (same number of tokens).
 
     Returns:
         The path written. The page has a comparison section (two or more models) and one section per
@@ -271,6 +277,7 @@ def report(
     """
     from probe import _validate as check
     from probe.compare import _unique_names, check_order, load_models
+    from probe.report.why import validate, why_sections
 
     check_order(text, models, "report")
     truncate = check.boolean(truncate, "truncate")
@@ -283,6 +290,7 @@ def report(
         from probe.defaults import default_models
 
         models, notice = default_models()
+    extra = validate(sections, corrupted)
     loaded = load_models(models, k)
     slot = Slot.parse(text, need_mask=any(m.kind == "masked" for m in loaded))
     names = _unique_names(loaded)
@@ -290,6 +298,7 @@ def report(
     if len(loaded) > 1:
         sections.append(comparison_section(loaded, text, k, truncate))
     sections += [model_section(m, n, text, slot, k, truncate) for m, n in zip(loaded, names, strict=True)]
+    sections += why_sections(extra, loaded, names, text, corrupted)
     for i, s in enumerate(sections):
         s.id = s.id or f"model-{i}"
     title = title or f"probe report: {', '.join(names)}"
