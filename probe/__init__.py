@@ -12,9 +12,19 @@ public name that needs them is touched (module ``__getattr__`` below), so the CL
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import TYPE_CHECKING
 
-from probe.errors import HookNameError, InputError, LoadError, NoHeadError, ProbeError
+from probe.errors import (
+    DependencyError,
+    HookNameError,
+    InputError,
+    LoadError,
+    NoHeadError,
+    PatchError,
+    ProbeError,
+)
 
 __version__ = "0.2.0"
 
@@ -28,6 +38,13 @@ _LAZY = {
     "models": "probe.cards",
     "verify": "probe.verify",
     "default_models": "probe.defaults",
+    "ablate": "probe.intervene",
+    "steer": "probe.intervene",
+    "patching": "probe.intervene",
+    "PatchContext": "probe.hooks",
+    "attribute": "probe.attribute",
+    "factors": "probe.factors",
+    "cka": "probe.factors",
     "dashboard": "probe.dashboard",
 }
 
@@ -40,12 +57,21 @@ __all__ = [
     "models",
     "verify",
     "default_models",
+    "ablate",
+    "steer",
+    "patching",
+    "PatchContext",
+    "attribute",
+    "factors",
+    "cka",
     "dashboard",
     "ProbeError",
     "LoadError",
     "HookNameError",
     "InputError",
     "NoHeadError",
+    "PatchError",
+    "DependencyError",
     "__version__",
 ]
 
@@ -65,11 +91,29 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
+class _Package(types.ModuleType):
+    """Importing a submodule sets it as an attribute of the package; where a public function has its
+    module's name (``probe.factors``, ``probe.attribute``, ``probe.compare``, ``probe.report``), keep the
+    function, so ``probe.factors(...)`` works even after ``from probe.factors import linear_cka``."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == value.__name__ and hasattr(value, name):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
 if TYPE_CHECKING:  # for type checkers and IDEs only
+    from probe.attribute import attribute
     from probe.cards import models
     from probe.compare import compare
     from probe.dashboard import dashboard
     from probe.defaults import default_models
+    from probe.factors import cka, factors
+    from probe.hooks import PatchContext
+    from probe.intervene import ablate, patching, steer
     from probe.model import Model, load
     from probe.report import report
     from probe.run import Run

@@ -22,7 +22,7 @@ try:  # typer >= 0.20 vendors click; older versions use click itself
 except ImportError:  # pragma: no cover
     from click import exceptions as _click_exceptions
 
-from probe.compare import DEFAULT_MODELS, DEFAULT_TEXT
+from probe.defaults import DEFAULT_TEXT
 from probe.errors import ProbeError
 
 EXIT_BAD_INPUT = 2
@@ -58,12 +58,29 @@ app = typer.Typer(
     epilog=(
         "Examples:  probe report -o report.html  |  probe compare 'The robot must [MASK] hurt the human.' "
         "-m tiny-gpt -m tiny-bert  |  probe run 'Hello world' -m tiny-gpt --hooks 'blocks.*.hook_resid_post' "
-        "--out acts.parquet  |  probe models"
+        "--out acts.parquet  |  probe hooks tiny-gpt  |  probe models"
     ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from probe import __version__
+
+        typer.echo(f"probe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print probe's version and exit.")
+    ] = False,
+) -> None:
+    """Look inside transformer language models: predictions, logit lens, attention, reports."""
 
 
 def _quiet() -> None:
@@ -73,13 +90,13 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
-    try:
+    # transformers reads the variables above when it is imported; import it here only if something
+    # already did (importing it costs a second, and `probe models` / `--help` never need it)
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
 
 
 def _fail(message: str) -> None:
@@ -103,6 +120,29 @@ def _errors_as_one_line(command):
     return wrapper
 
 
+def _models(given: list[str] | None) -> list[str]:
+    """The models a command was given, else the best installed pair (with a one-line notice on fallback)."""
+    if given:
+        return list(given)
+    from probe.defaults import default_models
+
+    names, notice = default_models()
+    if notice:
+        typer.echo(f"note: {notice}", err=True)
+    return names
+
+
+def _one_model(given: str | None, text: str) -> str:
+    """The model a one-model command was given, else the best installed one for the text: the masked
+    model when the text has [MASK], the causal one otherwise."""
+    if given:
+        return given
+    from probe.defaults import MASK
+
+    causal, masked = _models(None)
+    return masked if MASK in text else causal
+
+
 ModelOpt = Annotated[
     list[str] | None,
     typer.Option("--model", "-m", help="Model name, local checkpoint folder or hub id; repeat for several."),
@@ -116,6 +156,18 @@ def report(
     model: ModelOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="The .html file to write.")] = Path("report.html"),
     k: Annotated[int, typer.Option("--k", "-k", help="Candidates per prediction list.")] = 10,
+    truncate: Annotated[
+        bool, typer.Option("--truncate", help="Cut a text longer than a model's context to a window around the slot.")
+    ] = False,
+    section: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--section", "-s", help="Extra section: attribution, patching, factors or cka; repeat for several."
+        ),
+    ] = None,
+    corrupted: Annotated[
+        str | None, typer.Option("--corrupted", help="For --section patching: TEXT with one word changed.")
+    ] = None,
 ) -> None:
     """Write one self-contained HTML report (works offline) of how the models read TEXT.
 
@@ -124,10 +176,12 @@ def report(
       probe report
 
       probe report "The cat sat on the [MASK]." -m tiny-gpt -m tiny-bert -o cat.html
+
+      probe report -s attribution -s patching --corrupted "The robot will [MASK] hurt the human."
     """
     from probe.report import report as build
 
-    path = build(text, list(model or DEFAULT_MODELS), out, k=k)
+    path = build(text, _models(model), out, k=k, truncate=truncate, sections=section, corrupted=corrupted)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -142,6 +196,9 @@ def compare(
     ] = True,
     csv: Annotated[bool, typer.Option("--csv", help="Print the frame as CSV instead of a table.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print candidates, agreement and layers as JSON.")] = False,
+    truncate: Annotated[
+        bool, typer.Option("--truncate", help="Cut a text longer than a model's context to a window around the slot.")
+    ] = False,
 ) -> None:
     """How do the models fill the [MASK] in TEXT? Prints a table (or CSV / JSON).
 
@@ -155,7 +212,7 @@ def compare(
 
     if csv and as_json:
         _fail("choose one of --csv and --json")
-    frame = run_compare(list(model or DEFAULT_MODELS), text, k=k, rescore=rescore)
+    frame = run_compare(text, _models(model), k=k, rescore=rescore, truncate=truncate)
     if csv:
         typer.echo(frame.to_csv(index=False), nl=False)
         return
@@ -229,7 +286,14 @@ def _escape(text: str, markup: bool = True) -> str:
 @_errors_as_one_line
 def run_(
     text: Annotated[str, typer.Argument(help="Text to run through the model.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name, folder or hub id.")] = DEFAULT_MODELS[0],
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model name, folder or hub id; repeat to run each into its own file (OUT.<name>.parquet).",
+        ),
+    ] = None,
     hooks: Annotated[
         list[str] | None,
         typer.Option(
@@ -244,17 +308,235 @@ def run_(
 ) -> None:
     """Run TEXT through a model and save the captured activations to Parquet.
 
+    With several -m, each model is run in turn and written to its own file: --out acts.parquet becomes
+    acts.tiny-gpt.parquet, acts.tiny-bert.parquet (model names must differ).
+
     Examples:
 
       probe run "The robot must not hurt the human." -m tiny-gpt --hooks 'blocks.*.hook_resid_post' --out resid.parquet
 
       probe run "Hello" -m tiny-bert --hooks 'blocks.0.attn.hook_pattern' --hooks logits -o hello.parquet
+
+      probe run "Hello" -m tiny-gpt -m tiny-bert -o hello.parquet
     """
     from probe.model import load
 
-    result = load(model).run(text, hooks=hooks, truncate=truncate)
-    path = result.to_parquet(out)
-    typer.echo(f"wrote {path}: {sum(result.lengths)} tokens x {len(result.keys())} hooks")
+    names = list(dict.fromkeys(model or _models(None)[:1]))
+    outs = [out] if len(names) == 1 else [out.with_name(f"{out.stem}.{_file_part(n)}{out.suffix}") for n in names]
+    if len(set(outs)) < len(outs):
+        _fail(f"models {', '.join(names)} would write the same file; run them one at a time with their own --out")
+    if out.suffix != ".parquet":  # say it before loading anything
+        _fail(f"{out} should end in .parquet")
+    for name, path in zip(names, outs):
+        result = load(name).run(text, hooks=hooks, truncate=truncate)
+        path = result.to_parquet(path)
+        typer.echo(f"wrote {path}: {sum(result.lengths)} tokens x {len(result.keys())} hooks")
+
+
+def _file_part(name: str) -> str:
+    """A model name or folder as a safe piece of a file name: 'org/model-1.5B' -> 'model-1.5B'."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name.rstrip("/")).name or name).strip("._") or "model"
+
+
+@app.command()
+@_errors_as_one_line
+def hooks(
+    model: Annotated[str, typer.Argument(help="Model name, local checkpoint folder or hub id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON records.")] = False,
+) -> None:
+    """List every hook point of MODEL, in forward order, with the shape of its tensor.
+
+    Shapes are [batch, pos, ...] with the model's sizes: d_model, head x d_head, d_mlp, vocab.
+    Pass any of the names (or a glob such as 'blocks.*.hook_resid_post') to --hooks of probe run.
+
+    Examples:
+
+      probe hooks tiny-gpt
+
+      probe hooks tiny-bert --json
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from probe.model import load
+
+    loaded = load(model)
+    frame = loaded.hook_shapes()
+    if as_json:
+        typer.echo(frame.to_json(orient="records", indent=1))
+        return
+    table = Table(title=f"Hook points of {escape(loaded.name)} ({len(frame)})", title_justify="left")
+    table.add_column("hook", no_wrap=True)
+    table.add_column("shape", no_wrap=True)
+    for r in frame.itertuples(index=False):
+        table.add_row(escape(r.hook), escape(r.shape))
+    _console().print(table)
+
+
+@app.command()
+@_errors_as_one_line
+def verify(
+    model: Annotated[str, typer.Argument(help="Model name, local checkpoint folder, .gguf file or hub id.")],
+    text: Annotated[
+        list[str] | None, typer.Option("--text", "-t", help="Text to check on; repeat for a padded batch.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON records.")] = False,
+) -> None:
+    """Check every hook of MODEL against Hugging Face's own outputs; exit code 1 if any check fails.
+
+    Compares the residual stream with hidden_states, patterns with attentions, logits with logits, and
+    the block's residual identities, on a right-padded batch.
+
+    Examples:
+
+      probe verify tiny-gpt
+
+      probe verify ./my-checkpoint --text "Some text of mine." --text "And a longer second text of mine."
+    """
+    from rich.table import Table
+
+    from probe.verify import verify as run_verify
+
+    table = run_verify(model, texts=list(text) if text else None)
+    if as_json:
+        typer.echo(table.to_json(orient="records", indent=1))
+    else:
+        t = Table(
+            title=f"probe verify {_escape(table.attrs['model'], markup=False)} ({table.attrs['dtype']})",
+            title_justify="left",
+        )
+        for col, justify in (("check", "left"), ("max_abs_diff", "right"), ("tolerance", "right"), ("ok", "center")):
+            t.add_column(col, justify=justify)
+        for row in table.itertuples(index=False):
+            t.add_row(
+                _escape(row.check, markup=False),
+                f"{row.max_abs_diff:.2e}",
+                f"{row.tolerance:.2e}",
+                "[green]ok[/green]" if row.ok else "[red]FAIL[/red]",
+            )
+        _console().print(t)
+        failed = int((~table["ok"]).sum())
+        typer.echo(f"{len(table) - failed} passed, {failed} failed")
+    if not table.attrs["ok"]:
+        raise typer.Exit(1)
+
+
+def _print_frame(frame, title: str, csv: bool, as_json: bool, attrs: dict | None = None) -> None:
+    """A frame as CSV, as JSON ({attrs..., rows: [...]}) or as a rich table."""
+    if csv and as_json:
+        _fail("choose one of --csv and --json")
+    if csv:
+        typer.echo(frame.to_csv(index=False), nl=False)
+        return
+    if as_json:
+        payload = dict(attrs or {})
+        payload["rows"] = json.loads(frame.to_json(orient="records"))
+        typer.echo(json.dumps(payload, indent=1, ensure_ascii=False, default=str))
+        return
+    from rich.table import Table
+
+    table = Table(title=_escape(title, markup=False), title_justify="left")
+    for col in frame.columns:
+        table.add_column(str(col), justify="right" if frame[col].dtype.kind in "fiu" else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(
+            *[
+                f"{v:.4g}" if isinstance(v, float) else _escape(repr(v) if isinstance(v, str) else str(v), markup=False)
+                for v in row
+            ]
+        )
+    _console().print(table)
+
+
+@app.command()
+@_errors_as_one_line
+def attribute(
+    text: Annotated[str, typer.Argument(help="Text (masked models: with [MASK]).")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model name, folder or hub id; default: the best installed (masked for [MASK])."
+        ),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", "-t", help="Word or continuation to explain; default the top prediction.")
+    ] = None,
+    method: Annotated[
+        str, typer.Option("--method", help="integrated_gradients, gradient_x_input, saliency or occlusion.")
+    ] = "integrated_gradients",
+    position: Annotated[int | None, typer.Option("--position", help="Slot position (default: last / [MASK]).")] = None,
+    csv: Annotated[bool, typer.Option("--csv", help="Print the frame as CSV.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print target, values and rows as JSON.")] = False,
+) -> None:
+    """Which tokens of TEXT drove the model's prediction? One attribution per token.
+
+    Examples:
+
+      probe attribute "The robot must not hurt the" -m tiny-gpt --target " human"
+
+      probe attribute "The robot must [MASK] hurt the human." -m tiny-bert --method occlusion --csv
+    """
+    from probe.attribute import attribute as run_attribute
+    from probe.model import load
+
+    if csv and as_json:
+        _fail("choose one of --csv and --json")
+    frame = run_attribute(load(_one_model(model, text)), text, target=target, method=method, position=position)
+    a = frame.attrs
+    keys = ("model", "text", "target", "target_ids", "method", "baseline", "n_steps", "target_value", "baseline_value")
+    title = f"{a['model']}: attribution of {a['target']!r} ({method}); log-prob {a['target_value']:.3f}"
+    _print_frame(frame, title, csv, as_json, {k: a[k] for k in keys} | {"convergence_delta": a["convergence_delta"]})
+
+
+@app.command()
+@_errors_as_one_line
+def patch(
+    clean: Annotated[str, typer.Argument(help="The clean text.")],
+    corrupted: Annotated[str, typer.Argument(help="The same text with a word changed (same number of tokens).")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model name, folder or hub id; default: the best installed (masked for [MASK])."
+        ),
+    ] = None,
+    answer: Annotated[
+        str | None, typer.Option("--answer", help="The clean answer; default the clean run's top token.")
+    ] = None,
+    wrong: Annotated[
+        str | None, typer.Option("--wrong", help="The corrupted answer; default the corrupted run's top token.")
+    ] = None,
+    over: Annotated[str, typer.Option("--over", help="resid_pre, attn_out, mlp_out or heads.")] = "resid_pre",
+    csv: Annotated[bool, typer.Option("--csv", help="Print the frame as CSV.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the values and rows as JSON.")] = False,
+) -> None:
+    """Activation patching: which layer and position (or head) carries the difference between CLEAN and
+    CORRUPTED? Metric: logit(answer) - logit(wrong) at the slot.
+
+    Examples:
+
+      probe patch "The robot must not hurt the" "The robot will not hurt the" -m tiny-gpt
+
+      probe patch "The robot must [MASK] hurt the human." "The robot will [MASK] hurt the human." -m tiny-bert --over heads --csv
+    """
+    from probe.intervene import patching
+    from probe.lens import target_id
+    from probe.model import load
+
+    if csv and as_json:
+        _fail("choose one of --csv and --json")
+    m = load(_one_model(model, clean))
+    if m.kind == "encoder":
+        _fail(f"{m.name} has no language-model head, so there is no answer to patch; use a causal or masked LM")
+    a = target_id(m, answer) if answer else int(m.run(clean, hooks=["logits"]).logits_at().argmax())
+    b = target_id(m, wrong) if wrong else int(m.run(corrupted, hooks=["logits"]).logits_at().argmax())
+    metric = ("logit_diff", a, b) if a != b else ("logprob", a)
+    frame = patching(m, clean, corrupted, metric=metric, over=over)
+    at = frame.attrs
+    keys = ("model", "clean", "corrupted", "metric", "over", "clean_value", "corrupted_value")
+    title = f"{at['model']}: patching {over}, {at['metric']} clean {at['clean_value']:.3f} corrupted {at['corrupted_value']:.3f}"
+    _print_frame(frame, title, csv, as_json, {k: at[k] for k in keys})
 
 
 @app.command()

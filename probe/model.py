@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import functools
 import os
+import re
 from collections.abc import Sequence
 from functools import cached_property
 
 import torch
 
+from probe import _validate as check
 from probe.adapters import ADAPTERS, Adapter
 from probe.errors import InputError
 from probe.hooks import LOGITS, forward_capture, resolve_names
@@ -28,6 +33,7 @@ class Model:
         self.kind = kind
         self.name = name
         self.adapter: Adapter = ADAPTERS[hf.config.model_type](hf, kind)
+        self.adapter.name = name  # errors raised inside the adapter name the model as the user knows it
         a = self.adapter
         self.n_layers, self.n_heads, self.d_model, self.d_mlp = a.n_layers, a.n_heads, a.d_model, a.d_mlp
         self.vocab_size, self.n_ctx, self.d_head = a.vocab_size, a.n_ctx, a.d_head
@@ -58,14 +64,115 @@ class Model:
         names += [f"blocks.{i}.attn.hook_pattern" for i in range(self.n_layers)]
         return names + ([LOGITS] if self.kind != "encoder" else [])
 
+    @cached_property
+    def start_token_id(self) -> int | None:
+        """The token a causal LM saw at document starts, when its tokenizer does not add one itself.
+
+        GPT-2 and SmolLM2 tokenizers add no BOS; both models were trained on documents separated by
+        ``<|endoftext|>``, and scoring or predicting without it makes the first token an attention sink
+        with no context (SmolLM2 ranks "The robot must not hurt the human." clearly higher with it).
+        Order: ``<|endoftext|>`` if the vocabulary has it, else BOS, else EOS. None for masked/encoder
+        models and for tokenizers that add a BOS themselves (Llama 2/3).
+        """
+        if self.kind != "causal":
+            return None
+        tok = self.tokenizer
+        added = tok("a", add_special_tokens=True)["input_ids"]
+        if tok.bos_token_id is not None and added and added[0] == tok.bos_token_id:
+            return None
+        vocab = tok.get_vocab()
+        if "<|endoftext|>" in vocab:
+            return vocab["<|endoftext|>"]
+        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+    def document_ids(self, text: str | None) -> torch.Tensor:
+        """[1, pos] ids of ``text`` read as a document: ``start_token_id`` first where the model needs it.
+
+        ``text=None`` (or empty) gives the start token alone: the context before a document's first word.
+        """
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"] if text else []
+        if self.start_token_id is not None and (not ids or ids[0] != self.start_token_id):
+            ids = [self.start_token_id] + ids
+        if not ids:
+            raise InputError(f"{self.name} has no start token, so it cannot read an empty context; give it some text")
+        if len(ids) > self.n_ctx:
+            raise InputError(
+                f"text of {len(ids)} tokens (with its start token) is longer than {self.name}'s context of "
+                f"{self.n_ctx}; shorten it or pass truncate=True (--truncate)"
+            )
+        return torch.tensor([ids])
+
+    def hook_shapes(self):
+        """Every hook point in forward order with the shape of its tensor, as ``probe hooks MODEL`` prints it.
+
+        Found by running one token through the model with every hook captured, so the shapes are the
+        ones ``run[...]`` returns; batch and positions are named, every other dim is "name=size".
+
+        Returns:
+            DataFrame [hook, shape, dims, sizes]: shape like "[batch, pos, d_model=64]"; dims the dim
+            names; sizes the sizes (None for batch and positions).
+
+        Example:
+            >>> probe.load("tiny-gpt").hook_shapes().head(3)
+        """
+        import pandas as pd
+
+        from probe.run import dims_of
+
+        run = self.run(torch.zeros((1, 1), dtype=torch.long), hooks=self.hook_names)
+        sizes_by_dim = {"head": "head", "neuron": "d_mlp", "vocab_id": "d_vocab"}
+        rows = []
+        for name in self.hook_names:
+            shape = list(run[name].shape)[1:]
+            dims, sizes = ["batch"], [None]
+            names = dims_of(name)
+            if len(names) != len(shape):  # a hook dims_of does not know: number its dims
+                names = tuple(f"dim{i + 1}" for i in range(len(shape)))
+            for dim, size in zip(names, shape, strict=True):
+                if dim in ("position", "key_position"):
+                    dims.append("pos" if dim == "position" else "key_pos")
+                    sizes.append(None)
+                    continue
+                if dim == "dim":
+                    label = "d_head" if len(shape) == 3 else "d_model" if size == self.d_model else "dim"
+                else:
+                    label = sizes_by_dim.get(dim, dim)
+                dims.append(label)
+                sizes.append(int(size))
+            if name.endswith("attn.hook_pattern"):
+                dims[2:4] = ["q_pos", "k_pos"] if dims[1] == "head" else dims[2:4]
+            shape_text = ", ".join(d if s is None else f"{d}={s}" for d, s in zip(dims, sizes))
+            rows.append({"hook": name, "shape": f"[{shape_text}]", "dims": dims, "sizes": sizes})
+        return pd.DataFrame(rows, columns=["hook", "shape", "dims", "sizes"])
+
     # -- tokens ------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[str]:
-        """The tokens the model sees for ``text`` (special tokens included), as readable strings."""
-        return self.to_str_tokens(self.encode([text])[0][0])
+        """The tokens the model sees for ``text`` (special tokens included), as readable strings.
+
+        Works for text of any length (to count tokens, ``len(model.tokenize(text))``); only running
+        the model is limited to the context of ``n_ctx`` tokens.
+        """
+        check.text(text, allow_empty=True)
+        return self.to_str_tokens(self._token_ids([text])[0])
 
     def to_str_tokens(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
-        """Token ids -> one decoded string per token, as the tokenizer decodes it alone (" the", "##ing")."""
-        return self.tokenizer.batch_decode([[int(i)] for i in ids], clean_up_tokenization_spaces=False)
+        """Token ids -> one decoded string per token, as the tokenizer decodes it alone (" the", "##ing").
+
+        A byte-level piece that is only part of a UTF-8 character ("🤖" is four such pieces) decodes to
+        "\ufffd" on its own; it is shown as its bytes instead (``<0xF0>``), so the pieces stay distinct.
+        Every view (tokens, frames, Parquet, figures, reports) gets its strings from here.
+        """
+        ids = [int(i) for i in ids]
+        strs = self.tokenizer.batch_decode([[i] for i in ids], clean_up_tokenization_spaces=False)
+        if any("\ufffd" in s for s in strs):
+            strs = _show_bytes(self.tokenizer, ids, strs)
+        return strs
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Texts -> token ids with special tokens, any length (the tokenizer's long-text warning muted:
+        ``encode`` gives probe's own error for text that does not fit)."""
+        with quiet_length_warning(self.tokenizer) as tok:
+            return tok(texts, add_special_tokens=True)["input_ids"]
 
     def encode(self, texts: list[str], truncate: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts -> (ids [batch, pos], mask [batch, pos]) right-padded; errors for empty or too long text."""
@@ -74,7 +181,7 @@ class Model:
         for t in texts:
             if not isinstance(t, str):
                 raise InputError(f"inputs must be str, list[str] or a LongTensor of ids, got {type(t).__name__}")
-        enc = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
+        enc = self._token_ids(texts)
         rows = []
         for text, ids in zip(texts, enc):
             if not ids:
@@ -98,6 +205,7 @@ class Model:
         batch_size: int = 32,
         truncate: bool = False,
         grad: bool = False,
+        patch: dict | None = None,
     ):
         """Run text through the model and capture hook values.
 
@@ -107,6 +215,11 @@ class Model:
             batch_size: texts per forward pass; results are concatenated.
             truncate: cut texts longer than the context instead of raising.
             grad: keep the autograd graph (for saliency); otherwise ``torch.inference_mode``.
+            patch: {hook name or glob: tensor | fn} to change values on the way (``probe.intervene``): a
+                tensor replaces the value (shape as ``run[name]``, with or without the batch dim); a
+                function ``fn(value, ctx) -> value`` edits it (``ctx``: ``probe.PatchContext``). Head
+                splits work (``attn.hook_z`` [batch, pos, head, d_head], ``attn.hook_pattern``). Captured
+                values are the patched model's.
 
         Returns:
             Run: ``run["blocks.0.hook_resid_post"]`` [batch, pos, d_model], predictions, logit lens, frames.
@@ -116,6 +229,10 @@ class Model:
         """
         from probe.run import Run
 
+        check.run_inputs(inputs)
+        hooks = check.hooks(hooks)
+        batch_size = check.integer(batch_size, "batch_size", minimum=1)
+        truncate, grad = check.boolean(truncate, "truncate"), check.boolean(grad, "grad")
         single = isinstance(inputs, str)
         if single:
             inputs = [inputs]
@@ -131,30 +248,145 @@ class Model:
             mask = torch.ones_like(ids)
         else:
             ids, mask = self.encode(list(inputs), truncate=truncate)
-        if batch_size < 1:
-            raise InputError("batch_size must be at least 1")
         names = self.default_hooks if hooks is None else resolve_names(hooks, self.hook_names, self.name)
         if not names:
             raise InputError("hooks=[] captures nothing; pass hook names or patterns, or None for the default set")
         ids, mask = ids.to(self.device), mask.to(self.device)
+        if patch:
+            from probe.intervene import resolve_patch
+
+            patch = resolve_patch(self, patch)
         chunks = [
-            forward_capture(self.adapter, ids[s : s + batch_size], mask[s : s + batch_size], names, grad=grad)
+            forward_capture(
+                self.adapter,
+                ids[s : s + batch_size],
+                mask[s : s + batch_size],
+                names,
+                grad=grad,
+                patch=_chunk(patch, s, batch_size, len(ids)) if patch else None,
+                context=_context(ids, mask, s, batch_size) if patch else None,
+            )
             for s in range(0, len(ids), batch_size)
         ]
         store = chunks[0] if len(chunks) == 1 else {n: torch.cat([c[n] for c in chunks]) for n in chunks[0]}
         return Run(self, ids, mask, store, single=single)
 
     def generate(
-        self, prompt: str, max_new_tokens: int = 20, k: int = 5, sample: bool = False, seed: int | None = None
+        self,
+        prompt: str,
+        max_new_tokens: int = 20,
+        k: int = 5,
+        sample: bool = False,
+        seed: int | None = None,
+        *,
+        hooks: Sequence[str] | str | None = None,
+        patch: dict | None = None,
     ):
         """Greedy (or sampled) continuation with the top-k candidates at every step; causal models only.
 
+        Generation stops after ``max_new_tokens`` or when the context (``n_ctx`` tokens) is full; a prompt
+        that already fills the context is an error (nothing can be generated).
+
+        Args:
+            hooks: also capture these hooks at every step (each step is a full forward pass).
+            patch: apply these patches at every step (as in ``run``; edit functions see ``ctx.step``).
+                The context grows by one token a step, so position-shaped tensors fit only the first
+                step: use a function (``ctx.positions(-1)`` is the newest token).
+
         Returns:
-            (text, DataFrame[step, rank, token, token_id, prob, chosen]).
+            (text, DataFrame[step, rank, token, token_id, prob, chosen]); the frame's
+            ``.attrs["stop_reason"]`` is "max_new_tokens" or "context" (then a warning says so too).
+            With ``hooks``, a third item: the list of per-step Runs.
         """
         from probe.predict import generate
 
-        return generate(self, prompt, max_new_tokens=max_new_tokens, k=k, sample=sample, seed=seed)
+        return generate(
+            self, prompt, max_new_tokens=max_new_tokens, k=k, sample=sample, seed=seed, hooks=hooks, patch=patch
+        )
+
+
+def _chunk(patch: dict, start: int, size: int, total: int) -> dict:
+    """The part of each per-text patch tensor ([batch, ...] with batch = all texts) for one chunk."""
+    from probe.run import dims_of
+
+    if total <= size:
+        return patch
+    return {
+        n: v[start : start + size]
+        if isinstance(v, torch.Tensor) and v.dim() == 1 + len(dims_of(n)) and len(v) == total
+        else v
+        for n, v in patch.items()
+    }
+
+
+def _context(ids: torch.Tensor, mask: torch.Tensor, start: int, size: int):
+    from probe.hooks import PatchContext
+
+    return PatchContext(
+        name="", layer=None, ids=ids[start : start + size], mask=mask[start : start + size], offset=start
+    )
+
+
+@contextlib.contextmanager
+def quiet_length_warning(tokenizer):
+    """Mute transformers' "Token indices sequence length is longer than ..." warning inside probe's own
+    tokenizer calls (probe checks lengths itself, with a clearer error); the user's own calls still get it."""
+    warned = getattr(tokenizer, "deprecation_warnings", None)
+    key = "sequence-length-is-longer-than-the-specified-maximum"
+    before = warned.get(key, False) if warned is not None else False
+    if warned is not None:
+        warned[key] = True  # transformers checks this flag before it logs the warning
+    try:
+        yield tokenizer
+    finally:
+        if warned is not None:
+            warned[key] = before
+
+
+_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
+def _hex_bytes(err: UnicodeDecodeError) -> tuple[str, int]:
+    return "".join(f"<0x{b:02X}>" for b in err.object[err.start : err.end]), err.end
+
+
+codecs.register_error("probe_hex", _hex_bytes)
+
+
+@functools.cache
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet inverted: the printable character a BPE piece uses -> the byte it stands for."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+def _show_bytes(tokenizer, ids: list[int], strs: list[str]) -> list[str]:
+    """Replace each "\ufffd" decoding of a lone partial-UTF-8 piece with its bytes, ``<0xF0>``.
+
+    Byte-level BPE pieces (GPT-2, ``Ġ``-style) map back to bytes through the byte alphabet; SentencePiece
+    byte-fallback pieces are already spelt ``<0xF0>``; anything else keeps the tokenizer's own string.
+    """
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    byte_level = "ByteLevel" in str(getattr(backend, "decoder", ""))
+    inverse = _byte_decoder()
+    out = []
+    for text, piece in zip(strs, pieces):
+        if "\ufffd" in text and isinstance(piece, str):
+            if _BYTE_PIECE.fullmatch(piece):
+                text = piece.upper().replace("0X", "0x")
+            elif byte_level and piece and all(c in inverse for c in piece):
+                text = bytes(inverse[c] for c in piece).decode("utf-8", errors="probe_hex")
+        out.append(text)
+    return out
 
 
 def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,4 +422,12 @@ def load(
     """
     from probe.loading import load_hf
 
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise InputError(
+            f"name_or_path must be a model name or a folder, got {name_or_path!r} ({type(name_or_path).__name__})"
+        )
+    device, dtype = check.device(device), check.dtype(dtype)
+    allow_pickle = check.boolean(allow_pickle, "allow_pickle")
+    if revision is not None and not isinstance(revision, str):
+        raise InputError(f"revision must be a branch, tag or commit (str), got {revision!r}")
     return Model(*load_hf(name_or_path, device=device, dtype=dtype, revision=revision, allow_pickle=allow_pickle))

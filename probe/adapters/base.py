@@ -8,6 +8,7 @@ back (patching, ablation, steering) later. Analyses never see modules, only the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,16 +20,23 @@ from probe.errors import NoHeadError
 
 @dataclass(frozen=True)
 class Point:
-    """One hook point: ``module``'s input (``side="in"``, first positional arg) or output."""
+    """One hook point: ``module``'s input (``side="in"``, first positional arg) or output.
+
+    ``side="kwargs"``: a value HF computes inside ``module.forward`` with no module boundary (rotary q/k);
+    ``fn(args, kwargs)`` derives it from the module's call arguments. Such points are read-only.
+    """
 
     name: str
     module: nn.Module
-    side: Literal["in", "out"] = "out"
+    side: Literal["in", "out", "kwargs"] = "out"
     item: int | None = None  # tuple element of the output (attention modules return (out, weights))
     cols: tuple[int, int] | None = None  # slice of the last dim (GPT-2's fused q|k|v projection)
     heads: int | None = None  # split the last dim into [heads, d_head]
+    fn: Callable | None = None  # side="kwargs" only: (args, kwargs) -> value
 
     def pick(self, value) -> torch.Tensor:
+        if self.fn is not None:
+            return self.fn(*value)
         if self.item is not None:
             value = value[self.item]
         if self.cols is not None:
@@ -37,13 +45,34 @@ class Point:
             value = value.unflatten(-1, (self.heads, -1))
         return value
 
+    def put(self, value, new: torch.Tensor):
+        """The inverse of ``pick``: ``value`` as the module gave it, with the picked part replaced by ``new``.
+
+        ``new`` has the picked shape (e.g. [batch, pos, head, d_head]); the result has the module's own
+        shape and container (tuple item, full width of a fused projection), so it can be handed back to
+        the forward pass. This is what lets patching, ablation and steering write through any Point.
+        """
+        if self.heads is not None:
+            new = new.flatten(-2)
+        whole = value[self.item] if self.item is not None else value
+        if self.cols is not None:
+            a, b = self.cols
+            new = torch.cat([whole[..., :a], new, whole[..., b:]], dim=-1)
+        if self.item is not None:
+            return (*value[: self.item], new, *value[self.item + 1 :])
+        return new
+
 
 class Adapter:
     """Base adapter. Subclasses set ``family`` and fill the dims, ``body``, ``blocks`` and ``points``."""
 
     family: str = ""
+    name: str = ""  # the model's display name (``Model.name``), set by Model; used in error messages
     # Hooks whose values are only produced by the eager attention kernel.
     needs_eager = ("attn.hook_pattern",)
+    # How a block adds to the residual stream, for ``probe.verify``'s identities: "pre_ln" (GPT-2, Llama),
+    # "post_ln" (BERT) or "parallel" (attention and MLP read the same input: GPT-NeoX, GPT-J).
+    block_form: str = "pre_ln"
     # Hook points inside the LM head rather than the body (fired by ``head``, not by the body's forward).
     head_points: frozenset[str] = frozenset()
 
@@ -82,6 +111,6 @@ class Adapter:
         ``resid`` [..., d_model] -> [..., vocab]. The logit lens applies this to every layer.
         """
         raise NoHeadError(
-            f"{self.config.name_or_path or self.family} is a bare encoder with no language-model head, so it has "
+            f"{self.name or self.family} is a bare encoder with no language-model head, so it has "
             "no token distribution; load a checkpoint with an LM head (e.g. tiny-bert, bert-base-uncased)"
         )

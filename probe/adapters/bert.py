@@ -19,6 +19,7 @@ from probe.adapters.base import Adapter, Point
 
 class BertAdapter(Adapter):
     family = "bert"
+    block_form = "post_ln"
     head_points = frozenset({"ln_final.hook_normalized"})  # the MLM head's transform LayerNorm
 
     def __init__(self, hf, kind):

@@ -212,6 +212,8 @@ class Workbench:
         read = model_text(model, slot, text)
         if read is not None:
             n = len(model.tokenizer(read, add_special_tokens=True)["input_ids"])
+            if model.kind == "causal" and getattr(model, "start_token_id", None) is not None:
+                n += 1  # read as a document: the start token first (probe.report does the same)
             cap = min(self.max_tokens, model.n_ctx)
             if n > cap:
                 why = f"{model.name}'s context" if cap == model.n_ctx else "the dashboard's limit (--max-tokens)"
@@ -289,7 +291,7 @@ class Workbench:
         key = ("compare", tuple(usable), text, bool(rescore))
         with self._holding(usable):
             frame = self._figures.get_or_make(
-                key, lambda: compare(list(usable.values()), text, k=TOP_K, rescore=bool(rescore))
+                key, lambda: compare(text, list(usable.values()), k=TOP_K, rescore=bool(rescore))
             )
             return {
                 "comparison": self._figures.get_or_make(key + ("plot",), frame.plot),
@@ -365,12 +367,12 @@ class Workbench:
                 f"{model.name} reads the same text from both sentences ({read_clean!r}); change a word it reads"
                 + (f" (a {model.kind} model reads only the words before {MASK})" if model.kind == "causal" else "")
             )
-        top_clean = int(self.run(name, clean).predictions(k=1)["token_id"].iloc[0])
-        top_corrupted = int(self.run(name, corrupted).predictions(k=1)["token_id"].iloc[0])
-        metric = ("logit_diff", top_clean, top_corrupted) if top_clean != top_corrupted else ("logprob", top_clean)
 
-        def make():
-            return draw(patching(model, read_clean, read_corrupted, metric=metric))
+        def make():  # as probe.report's patching section: the two texts' top answers, the residual stream
+            answer = int(model.run(read_clean, hooks=["logits"]).logits_at().argmax())
+            rival = int(model.run(read_corrupted, hooks=["logits"]).logits_at().argmax())
+            metric = ("logit_diff", answer, rival) if rival != answer else ("logprob", answer)
+            return draw(patching(model, read_clean, read_corrupted, metric=metric, over="resid_pre"))
 
         return self._figure(("patching", name, clean, corrupted), [name], make)
 
