@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 import probe
 from probe.dashboard import Workbench, start
 
-# About 20 tokens for GPT-2- and BERT-style tokenizers; every i < 100 gives a new text.
-TEMPLATE = "The {adj} robot in the {place} must [MASK] hurt the human who built it."
+# About 20 tokens read by each model (a GPT the words before [MASK]); every i < 100 gives a new text.
+TEMPLATE = "The {adj} robot that lived in the {place} by the river knew that it must never [MASK] hurt the human."
 ADJ = ("old", "new", "small", "tired", "red", "quiet", "clever", "broken", "kind", "strange")
 PLACE = ("town", "city", "lab", "house", "garden", "school", "factory", "village", "street", "museum")
 
@@ -39,7 +39,7 @@ def timed(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def post(url: str, output: str, deps: list[dict], values: dict) -> dict:
+def post(url: str, output: str, values: dict, deps: list[dict]) -> dict:
     """One Dash callback request, as the page sends it."""
     dep = next(d for d in deps if output in d["output"])
     ids = [{"id": x["id"], "property": x["property"]} for x in dep["inputs"]]
@@ -58,6 +58,19 @@ def post(url: str, output: str, deps: list[dict], values: dict) -> dict:
         return json.loads(r.read())
 
 
+def cpu_gflops() -> float:
+    """fp32 matmul throughput now (a logit lens-sized product), to read the timings against: on a shared or
+    busy machine everything above scales with it."""
+    import torch
+
+    a, b = torch.randn(512, 576), torch.randn(576, 16384)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(3):
+        a @ b
+    return 3 * 2 * 512 * 576 * 16384 / (time.perf_counter() - t0) / 1e9
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-m", "--model", action="append", help="model name (repeat); default probe.default_models()")
@@ -70,6 +83,7 @@ def main() -> None:
         names, notice = probe.default_models()
         if notice:
             print(f"note: {notice}\n")
+    gflops_before = cpu_gflops()
     bench = Workbench(names)
     t0 = time.perf_counter()
     bench.warm()
@@ -139,22 +153,38 @@ def main() -> None:
     try:
         deps = json.loads(urllib.request.urlopen(server.url + "_dash-dependencies", timeout=60).read())
 
-        def page(i: int) -> None:  # what the browser sends after Enter: its callbacks, concurrently
-            t = fresh()
+        first_figures: list[float] = []
+
+        def page(i: int) -> None:
+            """What the browser sends after Enter: comparison, quick model views and attention at once, then
+            the logit lens once the quick views are back."""
+            t, start_s = fresh(), time.perf_counter()
+
+            def views_then_lens() -> None:
+                post(server.url, "model-message.children", {"text.value": t, "detail.value": first}, deps)
+                first_figures.append(time.perf_counter() - start_s)
+                post(server.url, "fig-logit_lens.figure", {"text.value": t, "detail.value": first}, deps)
+
             calls = [
-                ("compare-message.children", {"text.value": t, "models.value": names}),
-                ("model-message.children", {"text.value": t, "detail.value": first}),
-                ("fig-attention.figure", {"text.value": t, "detail.value": first, "layer.value": 0, "head.value": 0}),
+                lambda: post(server.url, "compare-message.children", {"text.value": t, "models.value": names}, deps),
+                views_then_lens,
+                lambda: post(
+                    server.url,
+                    "fig-attention.figure",
+                    {"text.value": t, "detail.value": first, "layer.value": 0, "head.value": 0},
+                    deps,
+                ),
             ]
             with ThreadPoolExecutor(len(calls)) as pool:
-                list(pool.map(lambda c: post(server.url, c[0], deps, c[1]), calls))
+                list(pool.map(lambda call: call(), calls))
 
-        rows.append(("HTTP: new text, the page's 3 requests at once", timed(page, reps), "target"))
+        rows.append(("HTTP: new text, every figure (the page's 4 requests)", timed(page, reps), "target"))
+        rows.append(("  of which: until the quick model views arrive", statistics.median(first_figures), "target"))
         rows.append(
             (
                 "HTTP: model views, cached (JSON + transfer only)",
                 timed(
-                    lambda i: post(server.url, "model-message", deps, {"text.value": same, "detail.value": first}), reps
+                    lambda i: post(server.url, "model-message", {"text.value": same, "detail.value": first}, deps), reps
                 ),
                 "",
             )
@@ -166,8 +196,8 @@ def main() -> None:
                     lambda i: post(
                         server.url,
                         "fig-attention.figure",
-                        deps,
                         {"text.value": same, "detail.value": second, "layer.value": 0, "head.value": i},
+                        deps,
                     ),
                     reps,
                 ),
@@ -177,6 +207,11 @@ def main() -> None:
     finally:
         server.stop()
 
+    import torch
+
+    print(
+        f"CPU: {torch.get_num_threads()} torch thread(s), fp32 matmul {gflops_before:.0f} -> {cpu_gflops():.0f} GFLOP/s"
+    )
     print(
         f"models: {', '.join(names)}; tokens read: {', '.join(f'{n} {v}' for n, v in lengths.items())}; median of {reps}"
     )

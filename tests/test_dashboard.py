@@ -556,6 +556,8 @@ def test_in_chromium_type_switch_model_and_head_click_a_token(server, browser, t
         ),
         "comparison follows the new text",
     )
+    lens_ticks = "return document.querySelector('#fig-logit_lens .js-plotly-plot').layout.xaxis.ticktext.join('')"
+    wait(d, lambda d: "·sat" in (js(d, lens_ticks) or ""), "the logit lens follows the new text (its own request)")
 
     # switch the model in detail to the BERT
     d.find_element(By.XPATH, f"//div[@id='detail']//label[contains(., '{bert}')]").click()

@@ -180,10 +180,12 @@ def graph(view: str) -> Any:
             else None,
             html.Div(
                 className="figure-scroll",
-                children=dcc.Graph(
-                    id=f"fig-{view}",
-                    figure=blank(),
-                    config={"displaylogo": False, "responsive": False},
+                # while a figure is redrawn the old one stays, dimmed, under a spinner: the page never blanks
+                children=dcc.Loading(
+                    dcc.Graph(id=f"fig-{view}", figure=blank(), config={"displaylogo": False, "responsive": False}),
+                    type="circle",
+                    delay_show=200,
+                    overlay_style={"visibility": "visible", "opacity": 0.45},
                 ),
             ),
         ],
@@ -224,7 +226,7 @@ def why_section(why: Sequence[str]) -> Any:
         children=[
             html.H2("Why"),
             html.P("For the model in detail; these take longer than the views above.", className="muted"),
-            dcc.Loading(html.Div(blocks), type="circle", delay_show=150),
+            html.Div(blocks),
         ],
     )
 
@@ -363,11 +365,7 @@ def layout(bench: Workbench, notice: str | None, why: Sequence[str] = ()) -> Any
                                 className="muted",
                             ),
                             html.Div(id="compare-message", className="message"),
-                            dcc.Loading(
-                                html.Div(className="grid", children=[graph(v) for v in COMPARE_VIEWS]),
-                                type="circle",
-                                delay_show=150,
-                            ),
+                            html.Div(className="grid", children=[graph(v) for v in COMPARE_VIEWS]),
                         ],
                     ),
                     html.Section(
@@ -376,11 +374,8 @@ def layout(bench: Workbench, notice: str | None, why: Sequence[str] = ()) -> Any
                         children=[
                             html.H2(first, id="detail-title"),
                             html.Div(id="model-message", className="message"),
-                            dcc.Loading(  # one grid, so the browser packs the figures side by side
-                                html.Div(className="grid", children=[graph(v) for v in DETAIL_ORDER]),
-                                type="circle",
-                                delay_show=150,
-                            ),
+                            # one grid, so the browser packs the figures side by side
+                            html.Div(className="grid", children=[graph(v) for v in DETAIL_ORDER]),
                         ],
                     ),
                     why_section(why) if why else None,
@@ -498,7 +493,9 @@ def make_app(bench: Workbench, notice: str | None = None) -> dash.Dash:
         except Exception as err:
             return blank(), blank(), one_line(err)
 
-    views = list(MODEL_VIEWS)
+    # the logit lens (the head over every layer and position) is the slow one: it is drawn in a request of
+    # its own, sent once the quick views have arrived, so they never wait for it
+    views = [v for v in MODEL_VIEWS if v != "logit_lens"]
 
     @app.callback(
         *[Output(f"fig-{v}", "figure") for v in views],
@@ -531,6 +528,23 @@ def make_app(bench: Workbench, notice: str | None = None) -> dash.Dash:
             kind == "encoder"
         )
         return (*figs, *styles, "\n".join(problems) or note)
+
+    @app.callback(
+        Output("fig-logit_lens", "figure"),
+        Output("block-logit_lens", "style"),
+        Input("model-message", "children"),
+        State("text", "value"),
+        State("detail", "value"),
+        State("focus", "data"),
+    )
+    def logit_lens(_message, text, name, pos):
+        try:
+            if bench.model(name).kind == "encoder":
+                return blank(), {"display": "none"}
+            return bench.model_view(name, text, "logit_lens", pos), None
+        except Exception as err:
+            one_line(err)  # the model views' message already says why
+            return blank(), None
 
     @app.callback(
         Output("fig-attention", "figure"),
