@@ -600,10 +600,9 @@ def dashboard(
         int, typer.Option("--max-tokens", help="Longest text in tokens (also capped at each model's context).")
     ] = 256,
 ) -> None:
-    """Serve a live dashboard: type a sentence, watch the models read it (needs probe[dashboard]).
+    """Serve a live dashboard: type a sentence, watch the models read it (needs Dash: the dashboard extra).
 
-    Default models: the real pretrained ones when installed, else tiny-gpt and tiny-bert. The page can
-    switch to any installed model `probe models` lists, and to nothing else. Ctrl-C stops it.
+    Default models: the real pretrained ones when installed, else tiny-gpt and tiny-bert. The page can switch to any installed model `probe models` lists, and to nothing else. Ctrl-C stops it.
 
     Examples:
 
