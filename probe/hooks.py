@@ -113,6 +113,9 @@ def forward_capture(
             pass
         if run_head:
             logits = adapter.head(store[final])
+    for p in wanted:  # modules that saw [batch * pos, ...] (OPT's MLP): back to [batch, pos, ...]
+        if p.flat and p.name in store:
+            store[p.name] = store[p.name].unflatten(0, ids.shape)
     if LOGITS in names:
         store[LOGITS] = logits
     if run_head and final not in names:

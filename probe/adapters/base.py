@@ -27,6 +27,10 @@ class Point:
     item: int | None = None  # tuple element of the output (attention modules return (out, weights))
     cols: tuple[int, int] | None = None  # slice of the last dim (GPT-2's fused q|k|v projection)
     heads: int | None = None  # split the last dim into [heads, d_head]
+    # slice of the last dim after the head split (GPT-NeoX's fused qkv is laid out per head: [q_h | k_h | v_h])
+    head_cols: tuple[int, int] | None = None
+    # the module sees [batch * pos, ...] (OPT's MLP flattens tokens); capture restores [batch, pos, ...]
+    flat: bool = False
 
     def pick(self, value) -> torch.Tensor:
         if self.item is not None:
@@ -35,6 +39,8 @@ class Point:
             value = value[..., self.cols[0] : self.cols[1]]
         if self.heads is not None:
             value = value.unflatten(-1, (self.heads, -1))
+        if self.head_cols is not None:
+            value = value[..., self.head_cols[0] : self.head_cols[1]]
         return value
 
 
