@@ -240,8 +240,38 @@ def _hub_cached(name: str) -> bool:
         return False
 
 
+def family_examples() -> list[dict]:
+    """Hub rows for the example checkpoints of every family in ``probe.adapters.FAMILIES`` not in HUB_EXAMPLES.
+
+    Figures come from the checkpoint's config.json when it is in the local HF cache (nothing is
+    downloaded); otherwise only name, kind and family are known.
+    """
+    from probe.adapters import FAMILIES
+
+    listed = {e["name"] for e in HUB_EXAMPLES}
+    rows = []
+    for family in FAMILIES.values():
+        for name, kind in family.examples:
+            if name in listed:
+                continue
+            row = {"name": name, "kind": kind, "family": family.model_type, "source": "hub", "installed": False}
+            cached = _hub_config(name)
+            rows.append(_config_row(name, cached.parent, "hub", row) if cached else {**row, "heldout": ""})
+    return rows
+
+
+def _hub_config(name: str) -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:  # no hub library or an unreadable cache: not installed
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
 def models() -> pd.DataFrame:
-    """Models probe knows: the bundled demos, a packaged encoder, and hub examples.
+    """Models probe knows: the bundled demos, a packaged encoder, and hub examples of every family.
 
     Returns:
         DataFrame [name, source, kind, family, params, layers, heads, d_model, context, vocab, installed,
@@ -276,6 +306,7 @@ def models() -> pd.DataFrame:
         rows.append(row)
     for example in HUB_EXAMPLES:
         rows.append({**example, "source": "hub", "installed": _hub_cached(example["name"]), "heldout": ""})
+    rows += family_examples()
     frame = pd.DataFrame(rows).reindex(columns=COLUMNS)
     for col in ("params", "layers", "heads", "d_model", "context", "vocab"):
         frame[col] = frame[col].astype("Int64")

@@ -113,12 +113,12 @@ def load_hf(name_or_path, *, device=None, dtype=None, revision=None, allow_pickl
     except ValueError as err:
         raise LoadError(f"cannot read the config of '{source}': {str(err).splitlines()[0]}") from None
 
-    from probe.adapters import ADAPTERS
+    from probe.adapters import FAMILIES, supported
 
-    if config.model_type not in ADAPTERS:
+    if config.model_type not in FAMILIES:
         raise LoadError(
             f"'{source}' is a {config.model_type} model, which probe has no adapter for yet; "
-            f"supported families: {', '.join(sorted(ADAPTERS))}"
+            f"supported families: {supported()}"
         )
     kind = _kind(config)
     auto = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM, "encoder": AutoModel}[kind]

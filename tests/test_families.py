@@ -336,3 +336,34 @@ def test_every_shared_hook_equals_transformerlens_bridge(case):
         torch.testing.assert_close(run[name], theirs.reshape(run[name].shape), **TOL, msg=lambda s, n=name: f"{n}: {s}")
     # probe's names are the bridge's: every probe hook of these families exists in the bridge's cache
     assert set(m.hook_names) - set(shared) == set()
+
+
+def test_models_lists_every_family_with_an_example():
+    from probe.adapters import FAMILIES
+
+    frame = probe.models().set_index("name")
+    for family in FAMILIES.values():
+        for hub_id, kind in family.examples:
+            assert frame.loc[hub_id, "family"] == family.model_type
+            assert frame.loc[hub_id, "kind"] == kind
+
+
+def test_unsupported_architecture_names_the_supported_ones(tmp_path):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bloom", "architectures": ["BloomForCausalLM"]}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(probe.LoadError) as err:
+        probe.load(tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and "bloom" in message
+    for name in ("gpt_neox (e.g. EleutherAI/pythia-70m)", "opt", "roberta", "distilbert", "gpt_neo"):
+        assert name in message
+
+
+def test_registry_is_torch_free():
+    import subprocess
+    import sys
+
+    code = "import sys, probe.adapters as a; a.supported(); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -55,8 +55,11 @@ def adapter_class(model_type: str) -> type[Adapter]:
 
 
 def supported() -> str:
-    """The supported families as one line, for error messages: "gpt2, bert, gpt_neo, ..."."""
-    return ", ".join(FAMILIES)
+    """The supported families with an example checkpoint each, as one line for error messages.
+
+    Example: "gpt2 (e.g. gpt2), bert (e.g. bert-base-uncased), gpt_neo (e.g. EleutherAI/gpt-neo-125m), ..."
+    """
+    return ", ".join(f"{f.model_type} (e.g. {f.examples[0][0]})" for f in FAMILIES.values())
 
 
 def __getattr__(name: str):
