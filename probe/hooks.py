@@ -58,17 +58,21 @@ def eager_attention(hf, needed: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def hooks_on(points: list[Point], store: dict[str, torch.Tensor], stop_after: set[str]) -> Iterator[None]:
+def hooks_on(
+    points: list[Point], store: dict[str, torch.Tensor], stop_after: set[str], offload: torch.device | None = None
+) -> Iterator[None]:
     """Register one hook per point; each stores ``point.pick(value)`` under its name. Always removed.
 
     Once every name in ``stop_after`` is stored, the hook raises ``_StopForward`` to end the pass.
+    With ``offload``, each value is moved there inside the hook, before the next module runs.
     """
     pending = set(stop_after)
     handles = []
 
     def make(point: Point):
         def keep(value):
-            store[point.name] = point.pick(value)
+            value = point.pick(value)
+            store[point.name] = value if offload is None else value.to(offload)
             if point.name in pending:
                 pending.discard(point.name)
                 if not pending:
@@ -88,12 +92,17 @@ def hooks_on(points: list[Point], store: dict[str, torch.Tensor], stop_after: se
 
 
 def forward_capture(
-    adapter: Adapter, ids: torch.Tensor, mask: torch.Tensor, names: list[str], grad: bool = False
+    adapter: Adapter,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    names: list[str],
+    grad: bool = False,
+    offload: torch.device | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run the body once on ``ids`` [batch, pos] and return {name: tensor with a leading batch dim}.
 
     The head (the same modules HF uses) runs on the last block's output only when ``logits`` or a point
-    inside the head (BERT's ``ln_final``) is requested.
+    inside the head (BERT's ``ln_final``) is requested. ``offload``: move every stored tensor there.
     """
     by_name = {p.name: p for p in adapter.points()}
     final = f"blocks.{adapter.n_layers - 1}.hook_resid_post"
@@ -106,13 +115,17 @@ def forward_capture(
     needs_eager = any(p.name.endswith(adapter.needs_eager) for p in wanted)
     store: dict[str, torch.Tensor] = {}
     grad_ctx = contextlib.nullcontext() if grad else torch.inference_mode()
-    with grad_ctx, eager_attention(adapter.hf, needs_eager), hooks_on(wanted, store, stop_after=body_names):
+    with grad_ctx, eager_attention(adapter.hf, needs_eager), hooks_on(wanted, store, body_names, offload):
         try:
             adapter.body(**adapter.body_inputs(ids, mask), use_cache=False)
         except _StopForward:
             pass
         if run_head:
-            logits = adapter.head(store[final])
+            # an offloaded final residual goes back to the model for the head (accelerate's hooks take it
+            # on to the head's own device when the model is spread over several)
+            resid = store[final] if offload is None else store[final].to(ids.device)
+            logits = adapter.head(resid)
+            logits = logits if offload is None else logits.to(offload)
     for p in wanted:  # modules that saw [batch * pos, ...] (OPT's MLP): back to [batch, pos, ...]
         if p.flat and p.name in store:
             store[p.name] = store[p.name].unflatten(0, ids.shape)

@@ -96,7 +96,7 @@ def _hub_error(name: str, err: Exception) -> LoadError:
     )
 
 
-def load_hf(name_or_path, *, device=None, dtype=None, revision=None, allow_pickle=False):
+def load_hf(name_or_path, *, device=None, dtype=None, revision=None, allow_pickle=False, device_map=None):
     """Load (hf_model, tokenizer, kind, display name). See ``probe.load`` for the public contract."""
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
@@ -127,7 +127,12 @@ def load_hf(name_or_path, *, device=None, dtype=None, revision=None, allow_pickl
     torch_dtype = _dtype(dtype) or torch.float32
     try:
         hf = auto.from_pretrained(
-            source, config=config, dtype=torch_dtype, use_safetensors=None if allow_pickle else True, **common
+            source,
+            config=config,
+            dtype=torch_dtype,
+            use_safetensors=None if allow_pickle else True,
+            **common,
+            **({"device_map": device_map} if device_map is not None else {}),  # accelerate places the layers
         )
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
     except OSError as err:
@@ -140,7 +145,7 @@ def load_hf(name_or_path, *, device=None, dtype=None, revision=None, allow_pickl
             raise LoadError(f"cannot load the checkpoint in {path}: {str(err).splitlines()[0]}") from None
         raise _hub_error(source, err) from None
     hf.eval()
-    if device is not None:
+    if device is not None and device_map is None:
         hf.to(device)
     return hf, tokenizer, kind, name
 
@@ -148,12 +153,12 @@ def load_hf(name_or_path, *, device=None, dtype=None, revision=None, allow_pickl
 def _dtype(dtype):
     import torch
 
-    if dtype is None or isinstance(dtype, torch.dtype):
+    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":  # "auto": the checkpoint's own
         return dtype
     try:
         value = getattr(torch, str(dtype))
     except AttributeError:
         value = None
     if not isinstance(value, torch.dtype):
-        raise LoadError(f"unknown dtype '{dtype}'; use float32, float16 or bfloat16")
+        raise LoadError(f"unknown dtype '{dtype}'; use float32, float16, bfloat16 or auto")
     return value

@@ -98,6 +98,7 @@ class Model:
         batch_size: int = 32,
         truncate: bool = False,
         grad: bool = False,
+        offload: str | torch.device | None = None,
     ):
         """Run text through the model and capture hook values.
 
@@ -107,6 +108,9 @@ class Model:
             batch_size: texts per forward pass; results are concatenated.
             truncate: cut texts longer than the context instead of raising.
             grad: keep the autograd graph (for saliency); otherwise ``torch.inference_mode``.
+            offload: a device ("cpu") to move each captured tensor to as soon as it is produced, inside
+                the hook, so GPU memory stays flat however many hooks are captured; None keeps them where
+                the model computes them.
 
         Returns:
             Run: ``run["blocks.0.hook_resid_post"]`` [batch, pos, d_model], predictions, logit lens, frames.
@@ -136,9 +140,12 @@ class Model:
         names = self.default_hooks if hooks is None else resolve_names(hooks, self.hook_names, self.name)
         if not names:
             raise InputError("hooks=[] captures nothing; pass hook names or patterns, or None for the default set")
+        offload = _offload_device(offload)
         ids, mask = ids.to(self.device), mask.to(self.device)
         chunks = [
-            forward_capture(self.adapter, ids[s : s + batch_size], mask[s : s + batch_size], names, grad=grad)
+            forward_capture(
+                self.adapter, ids[s : s + batch_size], mask[s : s + batch_size], names, grad=grad, offload=offload
+            )
             for s in range(0, len(ids), batch_size)
         ]
         store = chunks[0] if len(chunks) == 1 else {n: torch.cat([c[n] for c in chunks]) for n in chunks[0]}
@@ -155,6 +162,17 @@ class Model:
         from probe.predict import generate
 
         return generate(self, prompt, max_new_tokens=max_new_tokens, k=k, sample=sample, seed=seed)
+
+
+def _offload_device(offload) -> torch.device | None:
+    if offload is None:
+        return None
+    try:
+        return torch.device(offload)
+    except (RuntimeError, TypeError):
+        raise InputError(
+            f"offload={offload!r} is not a device; use offload='cpu' (or None to keep tensors in place)"
+        ) from None
 
 
 def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,6 +192,7 @@ def load(
     dtype: str | torch.dtype | None = None,
     revision: str | None = None,
     allow_pickle: bool = False,
+    device_map: str | dict | None = None,
 ) -> Model:
     """Load a pretrained transformer: a bundled name, a local checkpoint folder or a hub id.
 
@@ -183,6 +202,10 @@ def load(
         dtype: float32 (default), float16, bfloat16.
         revision: a hub branch, tag or commit.
         allow_pickle: also accept .bin (pickle) weights, which can execute code when loaded.
+        device_map: handed to transformers (needs ``accelerate``): "auto" spreads a model larger than one
+            GPU over the GPUs (and CPU); also "cpu", "cuda:0" or a {module: device} dict. Use instead of
+            ``device``. Pair with ``dtype="bfloat16"`` (or "auto", the checkpoint's own) for big models,
+            and with ``run(..., offload="cpu")`` to keep captured activations off the GPU.
 
     Example:
         >>> gpt = probe.load("tiny-gpt"); gpt.kind
@@ -190,4 +213,20 @@ def load(
     """
     from probe.loading import load_hf
 
-    return Model(*load_hf(name_or_path, device=device, dtype=dtype, revision=revision, allow_pickle=allow_pickle))
+    if device_map is not None:
+        _check_device_map(device, device_map)
+    hf = load_hf(
+        name_or_path, device=device, dtype=dtype, revision=revision, allow_pickle=allow_pickle, device_map=device_map
+    )
+    return Model(*hf)
+
+
+def _check_device_map(device, device_map) -> None:
+    import importlib.util
+
+    from probe.errors import LoadError
+
+    if device is not None:
+        raise LoadError("pass device= or device_map=, not both; device_map='auto' places every layer itself")
+    if importlib.util.find_spec("accelerate") is None:
+        raise LoadError("device_map= needs the accelerate package; `pip install accelerate`, or pass device= instead")
