@@ -78,6 +78,19 @@ class Adapter:
         """Every hook point, in forward order (``logits`` is added by the capture code)."""
         raise NotImplementedError
 
+    @property
+    def point_map(self) -> dict[str, Point]:
+        """``points()`` by name, rebuilt only when the module tree changed.
+
+        Building GPT-2 small's table takes ~0.4 ms (a tenth of a GPU forward); checking that no module
+        was swapped since (LoRA wrapping a projection, a bridge wrapping blocks) takes ~0.03 ms.
+        """
+        key = _module_ids(self.hf)
+        cached = self.__dict__.get("_point_cache")
+        if cached is None or cached[0] != key:
+            cached = self._point_cache = (key, {p.name: p for p in self.points()})
+        return cached[1]
+
     def body_inputs(self, ids: torch.Tensor, mask: torch.Tensor) -> dict:
         return {"input_ids": ids, "attention_mask": mask}
 
@@ -91,3 +104,14 @@ class Adapter:
             f"{self.config.name_or_path or self.family} is a bare encoder with no language-model head, so it has "
             "no token distribution; load a checkpoint with an LM head (e.g. tiny-bert, bert-base-uncased)"
         )
+
+
+def _module_ids(root: nn.Module) -> tuple[int, ...]:
+    """Identities of every module under ``root`` (the cached table holds them, so ids are not reused)."""
+    ids, stack = [id(root)], [root]
+    while stack:
+        for child in stack.pop()._modules.values():
+            if child is not None:
+                ids.append(id(child))
+                stack.append(child)
+    return tuple(ids)
