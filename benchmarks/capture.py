@@ -92,7 +92,7 @@ def main() -> None:
         "probe: every hook": lambda: model.run(ids, hooks=every),
         "HF output_hidden_states": hf_hidden,
     }
-    if not args.no_tl and importlib.util.find_spec("transformer_lens") is None:
+    if not args.no_tl and not _installed("transformer_lens"):
         print("transformer_lens is not installed: the TL rows are skipped")
         args.no_tl = True
     if not args.no_tl:
@@ -146,6 +146,13 @@ def main() -> None:
     print()
     if args.device.startswith("cuda"):
         peak_memory(model, ids, every)
+
+
+def _installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except ImportError:
+        return False
 
 
 def peak_memory(model, ids, every) -> None:

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> Path:
             print("generated:", generated)
             section.blocks.append(figure_block(generation(steps), "Generation", f"Greedy continuation: {generated!r}"))
         sections.append(section)
-    path = page(sections, args.out / "api_tour.html", title="probe: API tour", text=args.text)
+    path = page(sections, args.out / "api_tour.html", title="probe: API tour", text=args.text, plotly_js=args.plotly_js)
     print(f"wrote {path}")
     return path
 

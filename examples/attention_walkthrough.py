@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> Path:
         ]
         sections.append(section)
     path = page(
-        sections, args.out / "attention_walkthrough.html", title="probe: attention walk-through", text=args.text
+        sections,
+        args.out / "attention_walkthrough.html",
+        title="probe: attention walk-through",
+        text=args.text,
+        plotly_js=args.plotly_js,
     )
     print(f"wrote {path}")
     return path

@@ -21,13 +21,13 @@ from probe.report import report  # noqa: E402
 def main(argv: list[str] | None = None) -> Path:
     args = parse(__doc__.splitlines()[0], argv)
     models = [probe.load(m) for m in args.model]  # load once, use for the table and the report
-    frame = compare(models, args.text, k=10, rescore=True)
+    frame = compare(args.text, models, k=10, rescore=True)
     for (name, method), part in frame.groupby(["model", "method"], sort=False):
         words = ", ".join(f"{w} {p:.1%}" for w, p in zip(part["word"].head(5), part["prob"].head(5)))
         print(f"{name:>12} {method:<10} {words}")
     print(frame.agreement.to_string(index=False))
     print(frame.layers.to_string(index=False))
-    path = report(args.text, models, args.out / "gpt_vs_bert.html")
+    path = report(args.text, models, args.out / "gpt_vs_bert.html", plotly_js=args.plotly_js)
     print(f"wrote {path}")
     return path
 

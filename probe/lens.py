@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from probe import _validate as check
 from probe.errors import InputError
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 def target_id(model, target: str | int) -> int:
     """A word or token id -> one token id; words try the spaced form first (" not" for BPE models)."""
+    target = check.target(target)
     if isinstance(target, int):
         if not 0 <= target < model.vocab_size:
             raise InputError(f"target id {target} is outside {model.name}'s vocabulary (0..{model.vocab_size - 1})")
@@ -40,6 +42,10 @@ def target_id(model, target: str | int) -> int:
 def logit_lens(run: Run, k: int = 5, position: int | None = None, target=None, index: int = 0) -> pd.DataFrame:
     import pandas as pd
 
+    from probe.predict import for_ranking, skipped_ids
+
+    k = check.integer(k, "k", minimum=1)
+    target = check.target(target)
     model = run.model
     pos = run.position_of(position, index)
     n = model.n_layers
@@ -52,7 +58,8 @@ def logit_lens(run: Run, k: int = 5, position: int | None = None, target=None, i
     rows = []
     for layer, lg in enumerate(logits):
         probs = lg.softmax(-1)
-        top = probs.topk(min(k, len(probs)))
+        ranked = for_ranking(model, probs, keep=tid)  # the same candidates as predictions()
+        top = for_ranking(model, probs).topk(min(k, len(probs) - len(skipped_ids(model))))
         ids = top.indices.tolist()
         frame = pd.DataFrame(
             {
@@ -60,11 +67,11 @@ def logit_lens(run: Run, k: int = 5, position: int | None = None, target=None, i
                 "rank": range(1, len(ids) + 1),
                 "token": model.to_str_tokens(ids),
                 "token_id": ids,
-                "prob": top.values.cpu().numpy(),
+                "prob": probs[top.indices].cpu().numpy(),
             }
         )
         if tid is not None:
-            frame["target_rank"] = int((probs > probs[tid]).sum()) + 1
+            frame["target_rank"] = int((ranked > probs[tid]).sum()) + 1
             frame["target_prob"] = float(probs[tid])
         rows.append(frame)
     out = pd.concat(rows, ignore_index=True)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import functools
 import os
+import re
 from collections.abc import Sequence
 from functools import cached_property
 
 import torch
 
+from probe import _validate as check
 from probe.adapters import ADAPTERS, Adapter
 from probe.errors import InputError
 from probe.hooks import LOGITS, forward_capture, resolve_names
@@ -28,6 +33,7 @@ class Model:
         self.kind = kind
         self.name = name
         self.adapter: Adapter = ADAPTERS[hf.config.model_type](hf, kind)
+        self.adapter.name = name  # errors raised inside the adapter name the model as the user knows it
         a = self.adapter
         self.n_layers, self.n_heads, self.d_model, self.d_mlp = a.n_layers, a.n_heads, a.d_model, a.d_mlp
         self.vocab_size, self.n_ctx, self.d_head = a.vocab_size, a.n_ctx, a.d_head
@@ -58,14 +64,114 @@ class Model:
         names += [f"blocks.{i}.attn.hook_pattern" for i in range(self.n_layers)]
         return names + ([LOGITS] if self.kind != "encoder" else [])
 
+    @cached_property
+    def start_token_id(self) -> int | None:
+        """The token a causal LM saw at document starts, when its tokenizer does not add one itself.
+
+        GPT-2 and SmolLM2 tokenizers add no BOS; both models were trained on documents separated by
+        ``<|endoftext|>``, and scoring or predicting without it makes the first token an attention sink
+        with no context (SmolLM2 ranks "The robot must not hurt the human." clearly higher with it).
+        Order: ``<|endoftext|>`` if the vocabulary has it, else BOS, else EOS. None for masked/encoder
+        models and for tokenizers that add a BOS themselves (Llama 2/3).
+        """
+        if self.kind != "causal":
+            return None
+        tok = self.tokenizer
+        added = tok("a", add_special_tokens=True)["input_ids"]
+        if tok.bos_token_id is not None and added and added[0] == tok.bos_token_id:
+            return None
+        vocab = tok.get_vocab()
+        if "<|endoftext|>" in vocab:
+            return vocab["<|endoftext|>"]
+        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+    def document_ids(self, text: str | None) -> torch.Tensor:
+        """[1, pos] ids of ``text`` read as a document: ``start_token_id`` first where the model needs it.
+
+        ``text=None`` (or empty) gives the start token alone: the context before a document's first word.
+        """
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"] if text else []
+        if self.start_token_id is not None and (not ids or ids[0] != self.start_token_id):
+            ids = [self.start_token_id] + ids
+        if not ids:
+            raise InputError(f"{self.name} has no start token, so it cannot read an empty context; give it some text")
+        if len(ids) > self.n_ctx:
+            raise InputError(
+                f"text of {len(ids)} tokens is longer than {self.name}'s context of {self.n_ctx}; shorten it"
+            )
+        return torch.tensor([ids])
+
+    def hook_shapes(self):
+        """Every hook point in forward order with the shape of its tensor, as ``probe hooks MODEL`` prints it.
+
+        Found by running one token through the model with every hook captured, so the shapes are the
+        ones ``run[...]`` returns; batch and positions are named, every other dim is "name=size".
+
+        Returns:
+            DataFrame [hook, shape, dims, sizes]: shape like "[batch, pos, d_model=64]"; dims the dim
+            names; sizes the sizes (None for batch and positions).
+
+        Example:
+            >>> probe.load("tiny-gpt").hook_shapes().head(3)
+        """
+        import pandas as pd
+
+        from probe.run import dims_of
+
+        run = self.run(torch.zeros((1, 1), dtype=torch.long), hooks=self.hook_names)
+        sizes_by_dim = {"head": "head", "neuron": "d_mlp", "vocab_id": "d_vocab"}
+        rows = []
+        for name in self.hook_names:
+            shape = list(run[name].shape)[1:]
+            dims, sizes = ["batch"], [None]
+            names = dims_of(name)
+            if len(names) != len(shape):  # a hook dims_of does not know: number its dims
+                names = tuple(f"dim{i + 1}" for i in range(len(shape)))
+            for dim, size in zip(names, shape, strict=True):
+                if dim in ("position", "key_position"):
+                    dims.append("pos" if dim == "position" else "key_pos")
+                    sizes.append(None)
+                    continue
+                if dim == "dim":
+                    label = "d_head" if len(shape) == 3 else "d_model" if size == self.d_model else "dim"
+                else:
+                    label = sizes_by_dim.get(dim, dim)
+                dims.append(label)
+                sizes.append(int(size))
+            if name.endswith("attn.hook_pattern"):
+                dims[2:4] = ["q_pos", "k_pos"] if dims[1] == "head" else dims[2:4]
+            shape_text = ", ".join(d if s is None else f"{d}={s}" for d, s in zip(dims, sizes))
+            rows.append({"hook": name, "shape": f"[{shape_text}]", "dims": dims, "sizes": sizes})
+        return pd.DataFrame(rows, columns=["hook", "shape", "dims", "sizes"])
+
     # -- tokens ------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[str]:
-        """The tokens the model sees for ``text`` (special tokens included), as readable strings."""
-        return self.to_str_tokens(self.encode([text])[0][0])
+        """The tokens the model sees for ``text`` (special tokens included), as readable strings.
+
+        Works for text of any length (to count tokens, ``len(model.tokenize(text))``); only running
+        the model is limited to the context of ``n_ctx`` tokens.
+        """
+        check.text(text, allow_empty=True)
+        return self.to_str_tokens(self._token_ids([text])[0])
 
     def to_str_tokens(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
-        """Token ids -> one decoded string per token, as the tokenizer decodes it alone (" the", "##ing")."""
-        return self.tokenizer.batch_decode([[int(i)] for i in ids], clean_up_tokenization_spaces=False)
+        """Token ids -> one decoded string per token, as the tokenizer decodes it alone (" the", "##ing").
+
+        A byte-level piece that is only part of a UTF-8 character ("🤖" is four such pieces) decodes to
+        "\ufffd" on its own; it is shown as its bytes instead (``<0xF0>``), so the pieces stay distinct.
+        Every view (tokens, frames, Parquet, figures, reports) gets its strings from here.
+        """
+        ids = [int(i) for i in ids]
+        strs = self.tokenizer.batch_decode([[i] for i in ids], clean_up_tokenization_spaces=False)
+        if any("\ufffd" in s for s in strs):
+            strs = _show_bytes(self.tokenizer, ids, strs)
+        return strs
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Texts -> token ids with special tokens, any length (the tokenizer's long-text warning muted:
+        ``encode`` gives probe's own error for text that does not fit)."""
+        with quiet_length_warning(self.tokenizer) as tok:
+            return tok(texts, add_special_tokens=True)["input_ids"]
 
     def encode(self, texts: list[str], truncate: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts -> (ids [batch, pos], mask [batch, pos]) right-padded; errors for empty or too long text."""
@@ -74,7 +180,7 @@ class Model:
         for t in texts:
             if not isinstance(t, str):
                 raise InputError(f"inputs must be str, list[str] or a LongTensor of ids, got {type(t).__name__}")
-        enc = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
+        enc = self._token_ids(texts)
         rows = []
         for text, ids in zip(texts, enc):
             if not ids:
@@ -120,6 +226,10 @@ class Model:
         """
         from probe.run import Run
 
+        check.run_inputs(inputs)
+        hooks = check.hooks(hooks)
+        batch_size = check.integer(batch_size, "batch_size", minimum=1)
+        truncate, grad = check.boolean(truncate, "truncate"), check.boolean(grad, "grad")
         single = isinstance(inputs, str)
         if single:
             inputs = [inputs]
@@ -135,8 +245,6 @@ class Model:
             mask = torch.ones_like(ids)
         else:
             ids, mask = self.encode(list(inputs), truncate=truncate)
-        if batch_size < 1:
-            raise InputError("batch_size must be at least 1")
         names = self.default_hooks if hooks is None else resolve_names(hooks, self.hook_names, self.name)
         if not names:
             raise InputError("hooks=[] captures nothing; pass hook names or patterns, or None for the default set")
@@ -156,8 +264,12 @@ class Model:
     ):
         """Greedy (or sampled) continuation with the top-k candidates at every step; causal models only.
 
+        Generation stops after ``max_new_tokens`` or when the context (``n_ctx`` tokens) is full; a prompt
+        that already fills the context is an error (nothing can be generated).
+
         Returns:
-            (text, DataFrame[step, rank, token, token_id, prob, chosen]).
+            (text, DataFrame[step, rank, token, token_id, prob, chosen]); the frame's
+            ``.attrs["stop_reason"]`` is "max_new_tokens" or "context" (then a warning says so too).
         """
         from probe.predict import generate
 
@@ -173,6 +285,68 @@ def _offload_device(offload) -> torch.device | None:
         raise InputError(
             f"offload={offload!r} is not a device; use offload='cpu' (or None to keep tensors in place)"
         ) from None
+
+
+@contextlib.contextmanager
+def quiet_length_warning(tokenizer):
+    """Mute transformers' "Token indices sequence length is longer than ..." warning inside probe's own
+    tokenizer calls (probe checks lengths itself, with a clearer error); the user's own calls still get it."""
+    warned = getattr(tokenizer, "deprecation_warnings", None)
+    key = "sequence-length-is-longer-than-the-specified-maximum"
+    before = warned.get(key, False) if warned is not None else False
+    if warned is not None:
+        warned[key] = True  # transformers checks this flag before it logs the warning
+    try:
+        yield tokenizer
+    finally:
+        if warned is not None:
+            warned[key] = before
+
+
+_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
+def _hex_bytes(err: UnicodeDecodeError) -> tuple[str, int]:
+    return "".join(f"<0x{b:02X}>" for b in err.object[err.start : err.end]), err.end
+
+
+codecs.register_error("probe_hex", _hex_bytes)
+
+
+@functools.cache
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet inverted: the printable character a BPE piece uses -> the byte it stands for."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+def _show_bytes(tokenizer, ids: list[int], strs: list[str]) -> list[str]:
+    """Replace each "\ufffd" decoding of a lone partial-UTF-8 piece with its bytes, ``<0xF0>``.
+
+    Byte-level BPE pieces (GPT-2, ``Ġ``-style) map back to bytes through the byte alphabet; SentencePiece
+    byte-fallback pieces are already spelt ``<0xF0>``; anything else keeps the tokenizer's own string.
+    """
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    byte_level = "ByteLevel" in str(getattr(backend, "decoder", ""))
+    inverse = _byte_decoder()
+    out = []
+    for text, piece in zip(strs, pieces):
+        if "\ufffd" in text and isinstance(piece, str):
+            if _BYTE_PIECE.fullmatch(piece):
+                text = piece.upper().replace("0X", "0x")
+            elif byte_level and piece and all(c in inverse for c in piece):
+                text = bytes(inverse[c] for c in piece).decode("utf-8", errors="probe_hex")
+        out.append(text)
+    return out
 
 
 def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,13 +373,13 @@ def load(
     Args:
         name_or_path: "tiny-gpt", "tiny-bert", a folder with config.json + safetensors, or "gpt2", ...
         device: "cpu", "cuda", ...; default: where transformers puts it (CPU).
-        dtype: float32 (default), float16, bfloat16.
+        dtype: float32 (default), float16, bfloat16, or "auto" (the dtype the checkpoint is stored in).
         revision: a hub branch, tag or commit.
         allow_pickle: also accept .bin (pickle) weights, which can execute code when loaded.
         device_map: handed to transformers (needs ``accelerate``): "auto" spreads a model larger than one
             GPU over the GPUs (and CPU); also "cpu", "cuda:0" or a {module: device} dict. Use instead of
-            ``device``. Pair with ``dtype="bfloat16"`` (or "auto", the checkpoint's own) for big models,
-            and with ``run(..., offload="cpu")`` to keep captured activations off the GPU.
+            ``device``. Pair with ``dtype="bfloat16"`` (or "auto") for big models, and with
+            ``run(..., offload="cpu")`` to keep captured activations off the GPU.
 
     Example:
         >>> gpt = probe.load("tiny-gpt"); gpt.kind
@@ -213,6 +387,14 @@ def load(
     """
     from probe.loading import load_hf
 
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise InputError(
+            f"name_or_path must be a model name or a folder, got {name_or_path!r} ({type(name_or_path).__name__})"
+        )
+    device, dtype = check.device(device), check.dtype(dtype)
+    allow_pickle = check.boolean(allow_pickle, "allow_pickle")
+    if revision is not None and not isinstance(revision, str):
+        raise InputError(f"revision must be a branch, tag or commit (str), got {revision!r}")
     if device_map is not None:
         _check_device_map(device, device_map)
     hf = load_hf(

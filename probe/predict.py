@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from probe import _validate as check
 from probe.errors import InputError
 
 if TYPE_CHECKING:
@@ -14,22 +15,42 @@ if TYPE_CHECKING:
     from probe.model import Model
 
 
+def skipped_ids(model: Model) -> list[int]:
+    """Token ids left out of ranked lists: a masked model's special tokens ([CLS], [SEP], [PAD], [MASK],
+    ...), which are never a filler for the slot; none for causal models (end-of-text is a real prediction)."""
+    if model.kind != "masked":
+        return []
+    return sorted(i for i in model.tokenizer.all_special_ids if i is not None and 0 <= i < model.vocab_size)
+
+
+def for_ranking(model: Model, probs: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+    """``probs`` [..., vocab] with ``skipped_ids`` set to -1 (so topk and rank counts pass over them);
+    ``keep`` (a target id) is never skipped."""
+    skip = [i for i in skipped_ids(model) if i != keep]
+    if not skip:
+        return probs
+    ranked = probs.clone()
+    ranked[..., skip] = -1.0
+    return ranked
+
+
 def top_k_frame(model: Model, logits: torch.Tensor, k: int) -> pd.DataFrame:
-    """[vocab] logits -> DataFrame [rank, token, token_id, prob, logit] of the k most likely tokens."""
+    """[vocab] logits -> DataFrame [rank, token, token_id, prob, logit] of the k most likely tokens
+    (``skipped_ids`` left out; prob is still the share of the whole distribution)."""
     import pandas as pd
 
-    if k < 1:
-        raise InputError("k must be at least 1")
+    k = check.integer(k, "k", minimum=1)
     logits = logits.detach().float()
     probs = logits.softmax(-1)
-    top = probs.topk(min(k, len(probs)))
+    ranked = for_ranking(model, probs)
+    top = ranked.topk(min(k, len(probs) - len(skipped_ids(model))))
     ids = top.indices.tolist()
     return pd.DataFrame(
         {
             "rank": range(1, len(ids) + 1),
             "token": model.to_str_tokens(ids),
             "token_id": ids,
-            "prob": top.values.cpu().numpy(),
+            "prob": probs[top.indices].cpu().numpy(),
             "logit": logits[top.indices].cpu().numpy(),
         }
     )
@@ -40,21 +61,40 @@ def generate(
 ):
     """Continue ``prompt`` token by token; returns (full text, DataFrame of top-k candidates per step).
 
-    Frame columns: step, rank, token, token_id, prob, chosen (the token that was taken at that step).
+    Frame columns: step, rank, token, token_id, prob, chosen (the token that was taken at that step);
+    ``.attrs["stop_reason"]``: "max_new_tokens", or "context" when the context filled up first (warned).
     Each step reruns the (short) context: simple, exactly the model's own distribution, fast enough for
     demo lengths; a KV cache is the upgrade if long generations matter.
     """
+    import warnings
+
     import pandas as pd
 
+    prompt = check.text(prompt, "prompt")
+    max_new_tokens = check.integer(max_new_tokens, "max_new_tokens", minimum=1)
+    k = check.integer(k, "k", minimum=1)
+    sample = check.boolean(sample, "sample")
+    seed = check.optional_integer(seed, "seed")
     if model.kind != "causal":
-        raise InputError(f"{model.name} is a {model.kind} model; generate needs a causal LM such as tiny-gpt")
-    if max_new_tokens < 1:
-        raise InputError("max_new_tokens must be at least 1")
+        raise InputError(f"{model.name} is {article(model.kind)} model; generate needs a causal LM such as tiny-gpt")
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    n_prompt = len(model._token_ids([prompt])[0])
+    if n_prompt >= model.n_ctx:
+        raise InputError(
+            f"the prompt is {n_prompt} tokens and {'fills' if n_prompt == model.n_ctx else 'overflows'} "
+            f"{model.name}'s context of {model.n_ctx}, so nothing can be generated; shorten the prompt"
+        )
     ids, _ = model.encode([prompt])
     frames = []
+    stop_reason = "max_new_tokens"
     for step in range(max_new_tokens):
         if ids.shape[1] >= model.n_ctx:
+            stop_reason = "context"
+            warnings.warn(
+                f"generation stopped after {step} of {max_new_tokens} tokens: {model.name}'s context of "
+                f"{model.n_ctx} tokens is full",
+                stacklevel=3,
+            )
             break
         run = model.run(ids, hooks=[f"blocks.{model.n_layers - 1}.hook_resid_post"])
         logits = run.logits_at(-1)
@@ -68,4 +108,11 @@ def generate(
         frames.append(frame)
         ids = torch.cat([ids, torch.tensor([[choice]])], dim=1)
     text = model.tokenizer.decode(ids[0], skip_special_tokens=False)
-    return text, pd.concat(frames, ignore_index=True)
+    steps = pd.concat(frames, ignore_index=True)
+    steps.attrs["stop_reason"] = stop_reason
+    return text, steps
+
+
+def article(word: str) -> str:
+    """``word`` with its indefinite article: "a causal", "an encoder"."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"

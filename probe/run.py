@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from probe import _validate as check
 from probe.errors import HookNameError, InputError
 from probe.hooks import LOGITS
 
@@ -23,9 +24,11 @@ def dims_of(name: str) -> tuple[str, ...]:
     """Names of a hook tensor's dims after [batch] (position dims are 'position' / 'key_position')."""
     if name.endswith("attn.hook_pattern"):
         return ("head", "position", "key_position")
-    if name.endswith(("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z")):
+    if name.endswith(
+        ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z", "attn.hook_rot_q", "attn.hook_rot_k")
+    ):
         return ("position", "head", "dim")
-    if name.endswith(("mlp.hook_pre", "mlp.hook_post")):
+    if name.endswith(("mlp.hook_pre", "mlp.hook_post", "mlp.hook_pre_linear")):
         return ("position", "neuron")
     if name == LOGITS:
         return ("position", "vocab_id")
@@ -50,6 +53,11 @@ class Run:
 
     # -- dict-like ---------------------------------------------------------------------------
     def __getitem__(self, name: str) -> torch.Tensor:
+        if not isinstance(name, str):
+            raise HookNameError(
+                f"run[...] takes a hook name such as 'blocks.0.hook_resid_post', got {name!r} ({type(name).__name__}); "
+                "see run.keys()"
+            )
         if name in self.cache:
             return self.cache[name]
         if name in self.model.hook_names:
@@ -103,6 +111,7 @@ class Run:
         [batch, pos, d_model]. A block's input equals the previous block's output, so either hook serves.
         """
         n = self.model.n_layers
+        layer = check.integer(layer, "layer")
         if not 0 <= layer <= n:
             raise InputError(f"layer {layer} is out of range; {self.model.name} has layers 0..{n}")
         options = [f"blocks.{layer}.hook_resid_pre"] if layer < n else []
@@ -111,7 +120,8 @@ class Run:
             if name in self.cache:
                 return self.cache[name]
         raise HookNameError(
-            f"residual stream {layer} was not captured; run with hooks=None (the default) or include '{options[0]}'"
+            f"residual stream {layer} was not captured; run with hooks=None (the default) or include '{options[0]}' "
+            "('blocks.*.hook_resid_*' captures every layer's)"
         )
 
     def residual_stream(self) -> torch.Tensor:
@@ -127,12 +137,14 @@ class Run:
 
     # -- positions ---------------------------------------------------------------------------
     def _check_index(self, index: int) -> None:
+        index = check.integer(index, "index")
         if not -len(self) <= index < len(self):
             raise InputError(f"index {index} is out of range for a run of {len(self)} text(s)")
 
     def position_of(self, position: int | None, index: int = 0) -> int:
         """Resolve a (possibly negative or default) position within text ``index``'s real tokens."""
         self._check_index(index)
+        position = check.optional_integer(position, "position")
         length = self.lengths[index]
         if position is None:
             if self.model.kind == "masked":
@@ -146,6 +158,12 @@ class Run:
         mask_id = self.model.tokenizer.mask_token_id
         row = self.ids[index, : self.lengths[index]]
         hits = (row == mask_id).nonzero().flatten().tolist() if mask_id is not None else []
+        if len(hits) > 1:
+            mask = self.model.tokenizer.mask_token
+            raise InputError(
+                f"the text has {len(hits)} {mask} tokens (positions {', '.join(map(str, hits))}); pass position= "
+                f"to pick one, e.g. position={hits[0]}"
+            )
         if not hits:
             mask = self.model.tokenizer.mask_token or "[MASK]"
             raise InputError(
@@ -167,10 +185,13 @@ class Run:
         """Top-k of the model's distribution: next token (causal) or the [MASK] filler (masked).
 
         Returns:
-            DataFrame [rank, token, token_id, prob, logit], rank 1 = most likely.
+            DataFrame [rank, token, token_id, prob, logit], rank 1 = most likely. For masked models the
+            special tokens ([CLS], [SEP], [MASK], ...) are never fillers and are left out; ``prob`` is
+            still each token's share of the whole distribution.
         """
         from probe.predict import top_k_frame
 
+        k = check.integer(k, "k", minimum=1)
         return top_k_frame(self.model, self.logits_at(position, index), k)
 
     def logit_lens(

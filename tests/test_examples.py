@@ -38,6 +38,18 @@ def test_gallery_index_links_every_example(gallery):
     assert "http" not in html
 
 
+def test_gallery_pages_share_one_plotly_js(gallery):
+    """Four pages, one copy of plotly.js beside them, referenced by its relative name (not inlined)."""
+    out, index = gallery
+    shared = list(out.glob("plotly-*.min.js"))
+    assert len(shared) == 1 and shared[0].stat().st_size > 1_000_000
+    for name in EXAMPLES:
+        html = (out / f"{name}.html").read_text(encoding="utf-8")
+        assert f'<script src="{shared[0].name}"' in html
+        assert len(html) < shared[0].stat().st_size / 2  # the page itself holds no copy of it
+    assert shared[0].name in index.read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_page_has_figures_for_both_models(gallery, name):
     out, _ = gallery
@@ -53,3 +65,13 @@ def test_examples_accept_single_model_and_text(tiny_gpt_path, tmp_path, capsys):
     assert path == tmp_path / "logit_lens.html" and path.exists()
     printed = capsys.readouterr().out
     assert "final answer" in printed and "wrote" in printed
+
+
+def test_readme_api_tour_runs_as_printed():
+    """The README's Python tour, exactly as printed, on the bundled models."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    tour = readme.split("## API tour", 1)[1]
+    code = re.search(r"```python\n(.*?)```", tour, re.DOTALL).group(1)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert not scope["r"].logit_lens().empty and scope["steps"].step.nunique() == 10

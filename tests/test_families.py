@@ -13,6 +13,7 @@ Adding a family (llama, qwen2, mistral) is one builder and one ``SPECS`` row. Pe
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +24,8 @@ from conftest import _save, _tokenizer
 import probe
 
 TOL = dict(atol=1e-5, rtol=1e-4)
+# benchmarks/gpu_check.sh sets cuda: the same parity checks with the models on the GPU
+DEVICE = os.environ.get("PROBE_TEST_DEVICE", "cpu")
 TEXTS = {
     "causal": ["The robot must not hurt the human.", "The cat sat on the mat."],
     "masked": ["The robot must [MASK] hurt the human.", "The cat [MASK] on the mat."],
@@ -39,6 +42,7 @@ class Spec:
     scale: Callable[[int], float] = lambda d_head: d_head**-0.5  # attention score scale
     last_hidden: str = "ln_final"  # HF's last hidden state: "ln_final"(resid_post), "raw", or "head_in"
     absent: tuple[str, ...] = ()  # hooks the family must not have (block 0 names)
+    not_in_bridge: tuple[str, ...] = ()  # name endings of probe hooks the bridge has no counterpart for
     extra: dict = field(default_factory=dict)
 
 
@@ -136,8 +140,19 @@ def _eos_pad(tok):
 
 SPECS: dict[str, Spec] = {
     "gpt_neo": Spec(_gpt_neo, "causal", scale=lambda d: 1.0),  # GPT-Neo does not scale its scores
-    "gpt_neox": Spec(_gpt_neox, "causal", layout="parallel", absent=("hook_pos_embed", "blocks.0.hook_resid_mid")),
-    "gpt_neox_sequential": Spec(lambda t: _gpt_neox(t, parallel=False), "causal", absent=("hook_pos_embed",)),
+    "gpt_neox": Spec(
+        _gpt_neox,
+        "causal",
+        layout="parallel",
+        absent=("hook_pos_embed", "blocks.0.hook_resid_mid"),
+        not_in_bridge=("attn.hook_rot_q", "attn.hook_rot_k"),  # TL 4.3's NeoX bridge has no rotated q/k
+    ),
+    "gpt_neox_sequential": Spec(
+        lambda t: _gpt_neox(t, parallel=False),
+        "causal",
+        absent=("hook_pos_embed",),
+        not_in_bridge=("attn.hook_rot_q", "attn.hook_rot_k"),
+    ),
     "opt": Spec(_opt, "causal", absent=("project_in.hook_out", "project_out.hook_out")),
     "opt_350m_shape": Spec(
         lambda t: _opt(t, post_ln=True),
@@ -177,7 +192,7 @@ def case(request, tmp_path_factory) -> Case:
     if spec.tokenizer == "gpt" and request.param.startswith("opt"):
         tok = _eos_pad(tok)
     path = _save(spec.build(tok).eval(), tok, tmp_path_factory.mktemp(request.param))
-    return Case(request.param, spec, path, probe.load(path))
+    return Case(request.param, spec, path, probe.load(path, device=DEVICE))
 
 
 def _real(run) -> torch.Tensor:
@@ -240,16 +255,22 @@ def test_q_k_v_z_tie_to_the_pattern(case):
         p = f"blocks.{i}.attn."
         q, k, v, z = (run[p + h] for h in ("hook_q", "hook_k", "hook_v", "hook_z"))  # [batch, pos, head, d_head]
         pattern = run[p + "hook_pattern"]  # [batch, head, q, k]
+        if p + "hook_rot_q" in run:  # rotary: the scores use q and k after rotation
+            if hasattr(m.adapter, "rotary_dim"):  # GPT-NeoX: rotating hook_q/hook_k as HF does gives them
+                rq, rk = _rotary(m, q, k, run.ids.shape[1])
+                torch.testing.assert_close(run[p + "hook_rot_q"], rq, **TOL)
+                torch.testing.assert_close(run[p + "hook_rot_k"], rk, **TOL)
+            q, k = run[p + "hook_rot_q"], run[p + "hook_rot_k"]
+        groups = m.n_heads // k.shape[2]  # grouped-query attention: each K/V head serves `groups` q heads
+        k, v = k.repeat_interleave(groups, dim=2), v.repeat_interleave(groups, dim=2)
         torch.testing.assert_close(torch.einsum("bhqk,bkhd->bqhd", pattern, v)[real], z[real], **TOL)
-        if hasattr(m.adapter, "rotary_dim"):  # rotate the first rotary_dim dims of each head as HF does
-            q, k = _rotary(m, q, k, run.ids.shape[1])
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * spec.scale(m.d_head)
         pos = run.ids.shape[1]
         allowed = run.mask.bool()[:, None, None, :].expand(-1, 1, pos, -1)
         if m.kind == "causal":
-            allowed = allowed & torch.ones(pos, pos, dtype=torch.bool).tril()
+            allowed = allowed & torch.ones(pos, pos, dtype=torch.bool, device=q.device).tril()
         if case.name == "gpt_neo" and i == 1:  # local layer: window of 4 keys
-            allowed = allowed & torch.ones(pos, pos, dtype=torch.bool).triu(-3)
+            allowed = allowed & torch.ones(pos, pos, dtype=torch.bool, device=q.device).triu(-3)
         expected = scores.masked_fill(~allowed, -math.inf).softmax(-1)
         rows = real[:, None, :].expand(-1, m.n_heads, -1)  # real query rows
         torch.testing.assert_close(pattern[rows], expected[rows], **TOL, msg=f"layer {i} pattern from q, k")
@@ -258,10 +279,17 @@ def test_q_k_v_z_tie_to_the_pattern(case):
 def _rotary(model, q, k, pos):
     from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
 
-    cos, sin = model.adapter.body.rotary_emb(q, torch.arange(pos)[None])
+    cos, sin = model.adapter.body.rotary_emb(q, torch.arange(pos, device=q.device)[None])
     # HF applies it on [batch, head, pos, d_head]
     qr, kr = apply_rotary_pos_emb(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
     return qr.transpose(1, 2), kr.transpose(1, 2)
+
+
+def test_probe_verify_passes(case):
+    pytest.importorskip("pandas")  # verify returns a frame (the GPU check may run without pandas)
+    table = probe.verify(case.model)
+    assert table.attrs["ok"], table[~table["ok"]].to_string()
+    assert len(table) >= 2 * case.model.n_layers + 2
 
 
 def test_residual_identities(case):
@@ -289,6 +317,7 @@ def test_logit_lens_head_is_the_models_own(case):
     with torch.inference_mode():
         lens = m.adapter.head(run[f"blocks.{m.n_layers - 1}.hook_resid_post"])
     torch.testing.assert_close(lens, run["logits"], **TOL)
+    pytest.importorskip("pandas")
     frame = run.logit_lens(k=3)
     assert sorted(frame["layer"].unique()) == list(range(m.n_layers + 1))
 
@@ -326,19 +355,21 @@ def test_every_shared_hook_equals_transformerlens_bridge(case):
     text = TEXTS[m.kind][0]
     run = m.run(text, hooks=m.hook_names)
     # a fresh copy of the weights: booting the bridge changes the HF model it wraps (attention kernel)
-    hf = type(m.hf).from_pretrained(case.path).eval()
+    hf = type(m.hf).from_pretrained(case.path).eval().to(DEVICE)
     bridge = TransformerBridge.boot_transformers(case.path, hf_model=hf, tokenizer=m.tokenizer)
     kwargs = {"attention_mask": run.mask} if m.kind == "masked" else {}
     logits, cache = bridge.run_with_cache(run.ids, **kwargs)
     shared = [n for n in m.hook_names if n in cache or n == "logits"]
+    expected_missing = {n for n in m.hook_names if case.spec.not_in_bridge and n.endswith(case.spec.not_in_bridge)}
     for name in shared:
         theirs = logits if name == "logits" else cache[name]
         torch.testing.assert_close(run[name], theirs.reshape(run[name].shape), **TOL, msg=lambda s, n=name: f"{n}: {s}")
     # probe's names are the bridge's: every probe hook of these families exists in the bridge's cache
-    assert set(m.hook_names) - set(shared) == set()
+    assert set(m.hook_names) - set(shared) == expected_missing
 
 
 def test_models_lists_every_family_with_an_example():
+    pytest.importorskip("pandas")
     from probe.adapters import FAMILIES
 
     frame = probe.models().set_index("name")

@@ -44,6 +44,10 @@ FAMILIES: dict[str, Family] = {
         Family("opt", "opt:OPTAdapter", (("facebook/opt-125m", "causal"),)),
         Family("roberta", "roberta:RobertaAdapter", (("FacebookAI/roberta-base", "masked"),)),
         Family("distilbert", "distilbert:DistilBertAdapter", (("distilbert/distilbert-base-uncased", "masked"),)),
+        # Mistral and Qwen2 have Llama's shape and module names: one adapter
+        Family("llama", "llama:LlamaAdapter", (("HuggingFaceTB/SmolLM2-135M", "causal"),)),
+        Family("mistral", "llama:LlamaAdapter", (("mistralai/Mistral-7B-v0.1", "causal"),)),
+        Family("qwen2", "llama:LlamaAdapter", (("Qwen/Qwen2.5-0.5B", "causal"),)),
     ]
 }
 

@@ -8,6 +8,7 @@ back (patching, ablation, steering) later. Analyses never see modules, only the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,20 +20,27 @@ from probe.errors import NoHeadError
 
 @dataclass(frozen=True)
 class Point:
-    """One hook point: ``module``'s input (``side="in"``, first positional arg) or output."""
+    """One hook point: ``module``'s input (``side="in"``, first positional arg) or output.
+
+    ``side="kwargs"``: a value HF computes inside ``module.forward`` with no module boundary (rotary q/k);
+    ``fn(args, kwargs)`` derives it from the module's call arguments. Such points are read-only.
+    """
 
     name: str
     module: nn.Module
-    side: Literal["in", "out"] = "out"
+    side: Literal["in", "out", "kwargs"] = "out"
     item: int | None = None  # tuple element of the output (attention modules return (out, weights))
     cols: tuple[int, int] | None = None  # slice of the last dim (GPT-2's fused q|k|v projection)
     heads: int | None = None  # split the last dim into [heads, d_head]
+    fn: Callable | None = None  # side="kwargs" only: (args, kwargs) -> value
     # slice of the last dim after the head split (GPT-NeoX's fused qkv is laid out per head: [q_h | k_h | v_h])
     head_cols: tuple[int, int] | None = None
     # the module sees [batch * pos, ...] (OPT's MLP flattens tokens); capture restores [batch, pos, ...]
     flat: bool = False
 
     def pick(self, value) -> torch.Tensor:
+        if self.fn is not None:
+            return self.fn(*value)
         if self.item is not None:
             value = value[self.item]
         if self.cols is not None:
@@ -48,8 +56,15 @@ class Adapter:
     """Base adapter. Subclasses set ``family`` and fill the dims, ``body``, ``blocks`` and ``points``."""
 
     family: str = ""
+    name: str = ""  # the model's display name (``Model.name``), set by Model; used in error messages
     # Hooks whose values are only produced by the eager attention kernel.
     needs_eager = ("attn.hook_pattern",)
+    # How a block adds to the residual stream, for ``probe.verify``'s identities: "pre_ln" (GPT-2, Llama),
+    # "post_ln" (BERT) or "parallel" (attention and MLP read the same input: GPT-NeoX, GPT-J).
+    block_form: str = "pre_ln"
+    # The hook equal to HF's last hidden state when it is neither ``ln_final.hook_normalized`` nor the last
+    # ``hook_resid_post`` (OPT-350m projects it: ``project_out.hook_out``); read by ``probe.verify``.
+    last_hidden_hook: str | None = None
     # Hook points inside the LM head rather than the body (fired by ``head``, not by the body's forward).
     head_points: frozenset[str] = frozenset()
 
@@ -101,7 +116,7 @@ class Adapter:
         ``resid`` [..., d_model] -> [..., vocab]. The logit lens applies this to every layer.
         """
         raise NoHeadError(
-            f"{self.config.name_or_path or self.family} is a bare encoder with no language-model head, so it has "
+            f"{self.name or self.family} is a bare encoder with no language-model head, so it has "
             "no token distribution; load a checkpoint with an LM head (e.g. tiny-bert, bert-base-uncased)"
         )
 

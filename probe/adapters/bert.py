@@ -19,6 +19,7 @@ from probe.adapters.base import Adapter, Point
 
 class BertAdapter(Adapter):
     family = "bert"
+    block_form = "post_ln"
     head_points = frozenset({"ln_final.hook_normalized"})  # the MLM head's transform LayerNorm
     body_attr = "bert"  # where the task models keep the encoder (RoBERTa reuses this adapter)
 

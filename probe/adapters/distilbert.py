@@ -18,6 +18,7 @@ from probe.adapters.base import Adapter, Point
 
 class DistilBertAdapter(Adapter):
     family = "distilbert"
+    block_form = "post_ln"
     head_points = frozenset({"ln_final.hook_normalized"})
 
     def __init__(self, hf, kind):

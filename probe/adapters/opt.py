@@ -30,6 +30,9 @@ class OPTAdapter(Adapter):
         self.n_layers, self.n_heads, self.d_model = c.num_hidden_layers, c.num_attention_heads, c.hidden_size
         self.d_mlp, self.vocab_size, self.n_ctx = c.ffn_dim, c.vocab_size, c.max_position_embeddings
         self.pre_ln = bool(c.do_layer_norm_before)
+        self.block_form = "pre_ln" if self.pre_ln else "post_ln"
+        if self.body.project_out is not None:  # HF's last hidden state is after the projection
+            self.last_hidden_hook = "project_out.hook_out"
 
     def points(self) -> list[Point]:
         h, body = self.n_heads, self.body

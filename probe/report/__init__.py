@@ -1,6 +1,7 @@
 """Self-contained HTML reports: ``probe.report(text, models, path)``, and ``page`` for any figures.
 
-One file per report, plotly.js inlined once, no external URL, everything from text/tokens/models escaped.
+One file per report, plotly.js inlined once (or, with ``plotly_js="beside"``, one shared file next to the
+pages), no external URL, everything from text/tokens/models escaped.
 """
 
 from __future__ import annotations

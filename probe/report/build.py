@@ -6,9 +6,19 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from probe.compare import DEFAULT_MODELS, DEFAULT_TEXT, MASK, Slot
+from probe.compare import DEFAULT_TEXT, MASK, Slot
 from probe.errors import InputError
-from probe.report.html import Section, figure_block, note_block, output_path, render, table_block, write_atomic
+from probe.report.html import (
+    Section,
+    check_plotly_js,
+    figure_block,
+    note_block,
+    output_path,
+    plotly_source,
+    render,
+    table_block,
+    write_atomic,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -20,7 +30,8 @@ if TYPE_CHECKING:
 CAPTIONS = {
     "tokens": "The text as the model's tokenizer splits it, one cell per token with its id underneath. "
     "Blue cells start a word, orange cells continue the word before them, grey cells are special tokens. "
-    "A middle dot · marks a space that belongs to the token.",
+    "A middle dot · marks a space that belongs to the token; <0xF0> is one byte of a character split over "
+    "several tokens.",
     "predictions": "The model's own output at the slot: the {k} most likely tokens and their probabilities.",
     "logit_lens": "The logit lens: the model's output head applied to the residual stream after every block, at "
     "every position. Each cell shows that layer's most likely token; darker means more confident. Read a "
@@ -46,7 +57,7 @@ CAPTIONS = {
     "candidate word into the whole sentence and compares the sentences' likelihoods, so the right side counts "
     "too. Words are ordered by how much all models like them; #n is the word's rank in that panel.",
     "compare_layers": "For every model, the rank of its final top word at every layer (logit lens at the slot; "
-    "rank among all tokens, punctuation included). Where a line reaches the top tells when that model "
+    "rank among all tokens, punctuation included; special tokens are never a masked model's filler). Where a line reaches the top tells when that model "
     "settled on its answer.",
     "candidates": "The top {k} words of every list with their probabilities (rescored: the sentence's share of "
     "the candidates' total likelihood).",
@@ -64,18 +75,20 @@ def model_text(model: Model, slot: Slot, text: str) -> str | None:
     if model.kind == "causal":
         return slot.left or None
     mask_token = model.tokenizer.mask_token
-    return slot.masked_text(mask_token) if mask_token else text.replace(MASK, "").strip()
+    return slot.masked_text(mask_token) if mask_token else slot.fill("").strip()
 
 
 def _run(model: Model, text: str | None) -> Run:
-    import torch
-
     hooks = list(dict.fromkeys(model.default_hooks + [f"blocks.{model.n_layers - 1}.mlp.hook_post"]))
-    if text is None:
-        bos = model.tokenizer.bos_token_id
-        if bos is None:
-            raise InputError(f"{MASK} opens the text, so {model.name} has no left context; put a word before {MASK}")
-        return model.run(torch.tensor([[bos]]), hooks=hooks)
+    if model.kind == "causal":  # read as a document: the start token first where the model needs it
+        try:
+            return model.run(model.document_ids(text), hooks=hooks)
+        except InputError:
+            if text:
+                raise
+            raise InputError(
+                f"{MASK} opens the text, so {model.name} has no left context; put a word before {MASK}"
+            ) from None
     return model.run(text, hooks=hooks)
 
 
@@ -104,13 +117,20 @@ def _card_rows(card: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows[:80]
 
 
-def model_section(model: Model, name: str, text: str, slot: Slot, k: int = 10) -> Section:
-    """Card, tokens, predictions, logit lens, attention and activations of one model on the text."""
+def model_section(model: Model, name: str, text: str, slot: Slot, k: int = 10, truncate: bool = False) -> Section:
+    """Card, tokens, predictions, logit lens, attention and activations of one model on the text.
+
+    With ``truncate``, a text longer than the model's context is cut to a window around the slot.
+    """
     import pandas as pd
 
     from probe.cards import card
+    from probe.compare import run_slot
 
-    read = model_text(model, slot, text)
+    fitted = run_slot(model, slot, truncate)
+    if fitted != slot and MASK not in text:  # model_text reads the whole text when there is no slot
+        text = fitted.left
+    read = model_text(model, fitted, text)
     run = _run(model, read)
     plots = run.plot
     kind_note = {
@@ -121,6 +141,12 @@ def model_section(model: Model, name: str, text: str, slot: Slot, k: int = 10) -
     }[model.kind]
     shown = " ".join(run.token_strs(0)) if read is None else read
     section = Section(title=f"{name} ({model.kind})", intro=f"{kind_note} It reads:", text=shown)
+    if fitted != slot:
+        section.blocks.append(
+            note_block(
+                f"The text is longer than {model.name}'s context of {model.n_ctx} tokens; it was cut to the window above."
+            )
+        )
     rows = _card_rows(card(model))
     section.blocks.append(
         table_block(
@@ -166,7 +192,7 @@ def model_section(model: Model, name: str, text: str, slot: Slot, k: int = 10) -
     return section
 
 
-def comparison_section(models: list[Model], text: str, k: int = 10) -> Section:
+def comparison_section(models: list[Model], text: str, k: int = 10, truncate: bool = False) -> Section:
     """The GPT-vs-BERT view: words side by side, the layer-by-layer rank, agreement numbers, the frame."""
     from probe.compare import compare
 
@@ -181,7 +207,11 @@ def comparison_section(models: list[Model], text: str, k: int = 10) -> Section:
         section.blocks.append(note_block(f"Left out of the comparison (no language-model head): {', '.join(skipped)}."))
     if not usable:
         return section
-    frame = compare(usable, text, k=k, rescore=True)
+    frame = compare(text, usable, k=k, rescore=True, truncate=truncate)
+    if frame.attrs.get("truncated"):
+        section.blocks.append(
+            note_block(f"Cut to fit the context (a window around the slot): {', '.join(frame.attrs['truncated'])}.")
+        )
     section.blocks.append(figure_block(frame.plot(), "Candidate words", CAPTIONS["compare"]))
     section.blocks.append(figure_block(frame.plot_layers(), "Layer by layer", CAPTIONS["compare_layers"]))
     if len(frame.agreement):
@@ -208,40 +238,56 @@ def candidates_table(frame, k: int):
 
 def report(
     text: str = DEFAULT_TEXT,
-    models: Sequence[Model | str] | Model | str = DEFAULT_MODELS,
+    models: Sequence[Model | str] | Model | str | None = None,
     path: str | os.PathLike = "report.html",
     *,
     k: int = 10,
     title: str | None = None,
+    truncate: bool = False,
+    plotly_js: str = "inline",
 ) -> Path:
     """Write one self-contained HTML report of how ``models`` read ``text``; works offline.
 
+    Takes (text, models, path), like ``probe.compare(text, models)``; all three also as keywords.
+
     Args:
         text: a sentence; put ``[MASK]`` where a word is missing (needed when a masked model is among the models).
-        models: names, paths or loaded Models.
+        models: names, paths or loaded Models; None: ``probe.default_models()`` (the real pretrained pair
+            when installed, else the bundled tiny pair).
         path: the .html file to write (atomically: an existing report is replaced only when complete).
         k: candidates per prediction list.
         title: page title; default "probe report: <models>".
+        truncate: cut a text longer than a model's context to a window around the slot instead of raising.
+        plotly_js: "inline" (default: the page is one self-contained file) or "beside" (plotly.js is written
+            once next to the page and shared, for folders of many reports).
 
     Returns:
         The path written. The page has a comparison section (two or more models) and one section per
-        model: card, tokens, predictions, logit lens, attention, activations. plotly.js is inlined once.
+        model: card, tokens, predictions, logit lens, attention, activations. plotly.js is inlined once
+        (``plotly_js="inline"``) or written once beside the page (``"beside"``).
 
     Example:
         >>> probe.report("The robot must [MASK] hurt the human.", ["tiny-gpt", "tiny-bert"], "report.html")
     """
-    from probe.compare import _unique_names, load_models
+    from probe import _validate as check
+    from probe.compare import _unique_names, check_order, load_models
 
+    check_order(text, models, "report")
+    truncate = check.boolean(truncate, "truncate")
     path = output_path(path)  # fail before any model work
+    if title is not None and not isinstance(title, str):
+        raise InputError(f"title must be a string, got {title!r}")
+    check_plotly_js(plotly_js)
     loaded = load_models(models, k)
     slot = Slot.parse(text, need_mask=any(m.kind == "masked" for m in loaded))
     names = _unique_names(loaded)
     sections = []
     if len(loaded) > 1:
-        sections.append(comparison_section(loaded, text, k))
-    sections += [model_section(m, n, text, slot, k) for m, n in zip(loaded, names, strict=True)]
+        sections.append(comparison_section(loaded, text, k, truncate))
+    sections += [model_section(m, n, text, slot, k, truncate) for m, n in zip(loaded, names, strict=True)]
     for i, s in enumerate(sections):
         s.id = s.id or f"model-{i}"
     title = title or f"probe report: {', '.join(names)}"
     subtitle = "How each model reads the sentence below: what it predicts, where it looks, and when it decides."
-    return write_atomic(path, render(sections, title=title, subtitle=subtitle, text=text))
+    src = plotly_source(path, plotly_js)
+    return write_atomic(path, render(sections, title=title, subtitle=subtitle, text=text, plotly_src=src))

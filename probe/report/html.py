@@ -6,6 +6,10 @@ Safety rules, all tested in ``tests/test_report.py``:
   as ``\\u003c`` etc., so no string in the data (``</script>``, ``<!--``) can end or change that element;
 - figure labels were already escaped for plotly's own HTML-like renderer (``probe.viz._style``);
 - the file is written to a temporary name and renamed, so an existing report is never half-written.
+
+``plotly_js="beside"`` (for galleries of many pages) writes plotly.js once as a file next to the pages and
+references it by its relative name instead of inlining ~4.5 MB into every page; the default, "inline",
+keeps a single report one self-contained file.
 """
 
 from __future__ import annotations
@@ -90,8 +94,42 @@ def note_block(text: str) -> Block:
     return Block("note", text=text)
 
 
-def render(sections: list[Section], title: str, subtitle: str = "", text: str = "") -> str:
-    """The whole page as a string: one inlined plotly.js, every figure as escaped JSON."""
+PLOTLY_JS_MODES = ("inline", "beside")
+
+
+def plotly_js_file(folder: Path) -> str:
+    """Write plotly.js into ``folder`` (once per plotly version; kept when already there) and return its
+    file name, which pages in that folder reference with ``<script src=...>``."""
+    import plotly
+    from plotly.offline import get_plotlyjs
+
+    name = f"plotly-{plotly.__version__}.min.js"
+    target = folder / name
+    js = get_plotlyjs()
+    if not target.exists() or target.stat().st_size != len(js.encode("utf-8")):
+        write_atomic(target, js)
+    return name
+
+
+def check_plotly_js(plotly_js: str) -> str:
+    if plotly_js not in PLOTLY_JS_MODES:
+        raise InputError(
+            f"plotly_js must be 'inline' (self-contained page) or 'beside' (shared file), got {plotly_js!r}"
+        )
+    return plotly_js
+
+
+def plotly_source(path: Path, plotly_js: str) -> str | None:
+    """``plotly_js`` mode -> the src of a shared file next to ``path`` ("beside"), or None (inline)."""
+    check_plotly_js(plotly_js)
+    return plotly_js_file(path.parent) if plotly_js == "beside" else None
+
+
+def render(
+    sections: list[Section], title: str, subtitle: str = "", text: str = "", plotly_src: str | None = None
+) -> str:
+    """The whole page as a string: one inlined plotly.js (or a ``<script src=plotly_src>``), every figure
+    as escaped JSON."""
     import jinja2
     from plotly.offline import get_plotlyjs
 
@@ -104,7 +142,7 @@ def render(sections: list[Section], title: str, subtitle: str = "", text: str = 
             if block.kind == "figure":
                 count += 1
                 block.id = f"figure-{count}"
-    plotly_js = get_plotlyjs()
+    plotly_js = "" if plotly_src else get_plotlyjs()
     if re.search(r"</script", plotly_js, re.IGNORECASE):  # never true for plotly.min.js; be sure anyway
         plotly_js = re.sub(r"</(script)", r"<\\/\1", plotly_js, flags=re.IGNORECASE)
     env = jinja2.Environment(
@@ -115,7 +153,13 @@ def render(sections: list[Section], title: str, subtitle: str = "", text: str = 
         lstrip_blocks=True,
     )
     return env.get_template("report.html.j2").render(
-        title=title, subtitle=subtitle, text=text, sections=sections, plotly_js=plotly_js, version=__version__
+        title=title,
+        subtitle=subtitle,
+        text=text,
+        sections=sections,
+        plotly_js=plotly_js,
+        plotly_src=plotly_src,
+        version=__version__,
     )
 
 
@@ -151,12 +195,15 @@ def page(
     title: str = "probe",
     subtitle: str = "",
     text: str = "",
+    plotly_js: str = "inline",
 ) -> Path:
     """Write any figures and frames as one self-contained HTML page.
 
     Args:
         items: Sections, or tuples (heading, caption, Figure | DataFrame) which go into one section.
         path: an .html file; written atomically.
+        plotly_js: "inline" (default: one self-contained file) or "beside" (plotly.js written once next to
+            the page and shared by every page in that folder).
 
     Returns:
         The path written.
@@ -168,6 +215,7 @@ def page(
     import pandas as pd
 
     path = output_path(path)
+    check_plotly_js(plotly_js)
     sections: list[Section] = []
     loose = Section(title=title)
     for item in items:
@@ -181,4 +229,5 @@ def page(
             loose.blocks.append(figure_block(obj, heading, caption))
     if loose.blocks:
         sections.insert(0, loose)
-    return write_atomic(path, render(sections, title=title, subtitle=subtitle, text=text))
+    src = plotly_source(path, plotly_js)
+    return write_atomic(path, render(sections, title=title, subtitle=subtitle, text=text, plotly_src=src))

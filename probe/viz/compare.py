@@ -34,7 +34,7 @@ def comparison(frame: pd.DataFrame, top: int | None = None) -> go.Figure:
         Figure with a horizontal Bar trace per panel.
 
     Example:
-        >>> probe.compare(["tiny-gpt", "tiny-bert"]).plot()
+        >>> probe.compare(models=["tiny-gpt", "tiny-bert"]).plot()
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -113,7 +113,7 @@ def compare_layers(frame: pd.DataFrame) -> go.Figure:
         Figure with one line per model; x = layer (0 = embeddings), y = rank on a log scale, 1 on top.
 
     Example:
-        >>> probe.compare(["tiny-gpt", "tiny-bert"]).plot_layers()
+        >>> probe.compare(models=["tiny-gpt", "tiny-bert"]).plot_layers()
     """
     import pandas as pd
     import plotly.graph_objects as go

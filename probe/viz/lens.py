@@ -44,6 +44,8 @@ def lens_table(run: Run, index: int = 0, k: int = 3) -> pd.DataFrame:
     """
     import pandas as pd
 
+    from probe.predict import for_ranking, skipped_ids
+
     run._check_index(index)
     model = run.model
     length = run.lengths[index]
@@ -58,7 +60,8 @@ def lens_table(run: Run, index: int = 0, k: int = 3) -> pd.DataFrame:
             else:
                 logits = model.adapter.head(run.resid(layer)[index, :length])  # [pos, vocab]
             probs = logits.float().softmax(-1)
-            top = probs.topk(min(k, probs.shape[-1]), dim=-1)  # [pos, k]
+            # masked models: special tokens are never fillers, as in run.predictions()
+            top = for_ranking(model, probs).topk(min(k, probs.shape[-1] - len(skipped_ids(model))), dim=-1)
             frame = {
                 "layer": layer,
                 "position": np.repeat(np.arange(length), top.indices.shape[1]),

@@ -103,7 +103,11 @@ def build(work: Path | None = None, base_weights: dict | None = None):
     torch.manual_seed(0)
     model = BertForMaskedLM(config)
     if base_weights is not None:
-        state = {f"bert.{k}": v.float() for k, v in base_weights.items() if not k.startswith("pooler.") and not k.endswith("position_ids")}
+        state = {
+            f"bert.{k}": v.float()
+            for k, v in base_weights.items()
+            if not k.startswith("pooler.") and not k.endswith("position_ids")
+        }
         missing, unexpected = model.load_state_dict(state, strict=False)
         assert not unexpected, unexpected
         assert all(k.startswith("cls.") for k in missing), missing
@@ -212,7 +216,9 @@ def train(work: Path, cfg: MLMConfig) -> None:
         progress = (s - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     t0 = time.time()
     while step < cfg.steps:
         model.train()
@@ -272,19 +278,28 @@ def _delta(model, with_embeddings: bool = False) -> dict:
     return {
         k: v.detach().cpu().half().contiguous()
         for k, v in model.state_dict().items()
-        if (with_embeddings or k not in FROZEN) and k != "cls.predictions.decoder.weight" and not k.endswith("position_ids")
+        if (with_embeddings or k not in FROZEN)
+        and k != "cls.predictions.decoder.weight"
+        and not k.endswith("position_ids")
     }
 
 
-def save_shards(tensors: dict, folder: Path, meta: dict, max_bytes: int = 12_000_000) -> None:
+def save_shards(tensors: dict, folder: Path, meta: dict, max_bytes: int = 15_500_000) -> None:
     """fp16 safetensors shards of at most ``max_bytes`` (small files travel back from a GPU box), atomically."""
     from safetensors.torch import save_file
 
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    pieces = {}
+    for k, v in tensors.items():  # a tensor over the limit (the word embeddings) travels in row blocks
+        rows = max(1, max_bytes // max(1, v[0].numel() * v.element_size())) if v.dim() else 1
+        if v.dim() and v.numel() * v.element_size() > max_bytes:
+            pieces.update({f"{k}@{i}": v[s : s + rows].contiguous() for i, s in enumerate(range(0, len(v), rows))})
+        else:
+            pieces[k] = v
     part, size, parts = {}, 0, []
-    for k, v in tensors.items():
+    for k, v in pieces.items():
         nbytes = v.numel() * v.element_size()
         if part and size + nbytes > max_bytes:
             parts.append(part)
@@ -300,11 +315,15 @@ def save_shards(tensors: dict, folder: Path, meta: dict, max_bytes: int = 12_000
 
 
 def read_shards(folder: Path) -> dict:
+    import torch
     from safetensors.torch import load_file
 
-    out = {}
+    out: dict = {}
     for f in sorted(folder.glob("part-*.safetensors")):
         out.update(load_file(f))
+    blocks = sorted((k for k in out if "@" in k), key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
+    for key in dict.fromkeys(k.split("@")[0] for k in blocks):
+        out[key] = torch.cat([out.pop(k) for k in blocks if k.split("@")[0] == key])
     return out
 
 
@@ -365,7 +384,6 @@ CORPUS_NOTE = (
 
 def export(work: Path, dest: Path) -> None:
     """config + tokenizer + delta.safetensors (fp16) + probe_base.json + card, into ``dest``."""
-    import torch
     from safetensors.torch import save_file
 
     delta = read_shards(work / "mlm.best")
@@ -422,8 +440,10 @@ the frozen encoder plateaus near 8% top-1; fine-tuning the whole encoder with ML
 
 ## What it can and cannot do
 A real pretrained encoder with encyclopedic English: it fills function words, common nouns and many
-facts ("paris is the capital of [MASK]." -> france). It is lower-cased and small (22M parameters): use
-it to watch a BERT-style model decide, not as a substitute for bert-base-uncased.
+facts ("the capital of france is [MASK]." -> paris). It likes to copy a word of the sentence into the
+slot ("berlin is the capital of [MASK]." -> berlin, then germany), knows little outside encyclopedia
+leads, and is lower-cased and small (22M parameters): use it to watch a BERT-style model decide, not as
+a substitute for bert-base-uncased.
 
 Licence: the weights derive from all-MiniLM-L6-v2 (Apache-2.0, see the package); the fine-tuning text
 is CC BY-SA 4.0.

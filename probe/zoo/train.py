@@ -114,7 +114,12 @@ def train_tokenizer(work: Path, shape: Shape) -> None:
 
 
 def hf_tokenizer(work: Path, kind: str):
-    """The shared vocabulary wrapped for one model: BERT adds [CLS] ... [SEP], GPT adds nothing."""
+    """The shared vocabulary wrapped for one model: BERT adds [CLS] ... [SEP], GPT adds nothing.
+
+    Every token of SPECIAL_TOKENS is registered as special in both, also those the model does not use
+    (BERT's <|endoftext|>, GPT's [MASK]): otherwise they count as words, and tiny-bert ranked <|endoftext|>
+    among its [MASK] fillers.
+    """
     from tokenizers import Tokenizer, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -131,6 +136,7 @@ def hf_tokenizer(work: Path, kind: str):
             cls_token="[CLS]",
             sep_token="[SEP]",
             mask_token="[MASK]",
+            additional_special_tokens=_others(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]),
             model_max_length=Shape().n_ctx,
         )
     return PreTrainedTokenizerFast(
@@ -139,8 +145,14 @@ def hf_tokenizer(work: Path, kind: str):
         eos_token="<|endoftext|>",
         pad_token="<|endoftext|>",
         unk_token="[UNK]",
+        additional_special_tokens=_others(["<|endoftext|>", "[UNK]"]),
         model_max_length=Shape().n_ctx,
     )
+
+
+def _others(used: list[str]) -> list[str]:
+    """The shared special tokens a model's tokenizer does not name otherwise, in vocabulary order."""
+    return [t for t in SPECIAL_TOKENS if t not in used]
 
 
 def token_stream(work: Path, split: str):
