@@ -16,7 +16,15 @@ import sys
 import types
 from typing import TYPE_CHECKING
 
-from probe.errors import HookNameError, InputError, LoadError, NoHeadError, ProbeError
+from probe.errors import (
+    DependencyError,
+    HookNameError,
+    InputError,
+    LoadError,
+    NoHeadError,
+    PatchError,
+    ProbeError,
+)
 
 __version__ = "0.2.0"
 
@@ -30,6 +38,13 @@ _LAZY = {
     "models": "probe.cards",
     "verify": "probe.verify",
     "default_models": "probe.defaults",
+    "ablate": "probe.intervene",
+    "steer": "probe.intervene",
+    "patching": "probe.intervene",
+    "PatchContext": "probe.hooks",
+    "attribute": "probe.attribute",
+    "factors": "probe.factors",
+    "cka": "probe.factors",
 }
 
 __all__ = [
@@ -41,11 +56,20 @@ __all__ = [
     "models",
     "verify",
     "default_models",
+    "ablate",
+    "steer",
+    "patching",
+    "PatchContext",
+    "attribute",
+    "factors",
+    "cka",
     "ProbeError",
     "LoadError",
     "HookNameError",
     "InputError",
     "NoHeadError",
+    "PatchError",
+    "DependencyError",
     "__version__",
 ]
 
@@ -66,9 +90,9 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """``probe.compare`` and ``probe.report`` are functions that live in modules of the same name. Importing
-    such a module (``from probe.compare import ...`` anywhere) makes Python set ``probe.compare = <module>``,
-    which broke ``probe.compare(...)`` after, say, ``probe.report(...)``; keep the function instead."""
+    """Importing a submodule sets it as an attribute of the package; where a public function has its
+    module's name (``probe.factors``, ``probe.attribute``, ``probe.compare``, ``probe.report``), keep the
+    function, so ``probe.factors(...)`` works even after ``from probe.factors import linear_cka``."""
 
     def __setattr__(self, name: str, value) -> None:
         if isinstance(value, types.ModuleType) and _LAZY.get(name) == value.__name__ and hasattr(value, name):
@@ -80,9 +104,13 @@ sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs only
+    from probe.attribute import attribute
     from probe.cards import models
     from probe.compare import compare
     from probe.defaults import default_models
+    from probe.factors import cka, factors
+    from probe.hooks import PatchContext
+    from probe.intervene import ablate, patching, steer
     from probe.model import Model, load
     from probe.report import report
     from probe.run import Run

@@ -132,6 +132,17 @@ def _models(given: list[str] | None) -> list[str]:
     return names
 
 
+def _one_model(given: str | None, text: str) -> str:
+    """The model a one-model command was given, else the best installed one for the text: the masked
+    model when the text has [MASK], the causal one otherwise."""
+    if given:
+        return given
+    from probe.defaults import MASK
+
+    causal, masked = _models(None)
+    return masked if MASK in text else causal
+
+
 ModelOpt = Annotated[
     list[str] | None,
     typer.Option("--model", "-m", help="Model name, local checkpoint folder or hub id; repeat for several."),
@@ -148,6 +159,15 @@ def report(
     truncate: Annotated[
         bool, typer.Option("--truncate", help="Cut a text longer than a model's context to a window around the slot.")
     ] = False,
+    section: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--section", "-s", help="Extra section: attribution, patching, factors or cka; repeat for several."
+        ),
+    ] = None,
+    corrupted: Annotated[
+        str | None, typer.Option("--corrupted", help="For --section patching: TEXT with one word changed.")
+    ] = None,
 ) -> None:
     """Write one self-contained HTML report (works offline) of how the models read TEXT.
 
@@ -156,10 +176,12 @@ def report(
       probe report
 
       probe report "The cat sat on the [MASK]." -m tiny-gpt -m tiny-bert -o cat.html
+
+      probe report -s attribution -s patching --corrupted "The robot will [MASK] hurt the human."
     """
     from probe.report import report as build
 
-    path = build(text, _models(model), out, k=k, truncate=truncate)
+    path = build(text, _models(model), out, k=k, truncate=truncate, sections=section, corrupted=corrupted)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -399,6 +421,122 @@ def verify(
         typer.echo(f"{len(table) - failed} passed, {failed} failed")
     if not table.attrs["ok"]:
         raise typer.Exit(1)
+
+
+def _print_frame(frame, title: str, csv: bool, as_json: bool, attrs: dict | None = None) -> None:
+    """A frame as CSV, as JSON ({attrs..., rows: [...]}) or as a rich table."""
+    if csv and as_json:
+        _fail("choose one of --csv and --json")
+    if csv:
+        typer.echo(frame.to_csv(index=False), nl=False)
+        return
+    if as_json:
+        payload = dict(attrs or {})
+        payload["rows"] = json.loads(frame.to_json(orient="records"))
+        typer.echo(json.dumps(payload, indent=1, ensure_ascii=False, default=str))
+        return
+    from rich.table import Table
+
+    table = Table(title=_escape(title, markup=False), title_justify="left")
+    for col in frame.columns:
+        table.add_column(str(col), justify="right" if frame[col].dtype.kind in "fiu" else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(
+            *[
+                f"{v:.4g}" if isinstance(v, float) else _escape(repr(v) if isinstance(v, str) else str(v), markup=False)
+                for v in row
+            ]
+        )
+    _console().print(table)
+
+
+@app.command()
+@_errors_as_one_line
+def attribute(
+    text: Annotated[str, typer.Argument(help="Text (masked models: with [MASK]).")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model name, folder or hub id; default: the best installed (masked for [MASK])."
+        ),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", "-t", help="Word or continuation to explain; default the top prediction.")
+    ] = None,
+    method: Annotated[
+        str, typer.Option("--method", help="integrated_gradients, gradient_x_input, saliency or occlusion.")
+    ] = "integrated_gradients",
+    position: Annotated[int | None, typer.Option("--position", help="Slot position (default: last / [MASK]).")] = None,
+    csv: Annotated[bool, typer.Option("--csv", help="Print the frame as CSV.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print target, values and rows as JSON.")] = False,
+) -> None:
+    """Which tokens of TEXT drove the model's prediction? One attribution per token.
+
+    Examples:
+
+      probe attribute "The robot must not hurt the" -m tiny-gpt --target " human"
+
+      probe attribute "The robot must [MASK] hurt the human." -m tiny-bert --method occlusion --csv
+    """
+    from probe.attribute import attribute as run_attribute
+    from probe.model import load
+
+    if csv and as_json:
+        _fail("choose one of --csv and --json")
+    frame = run_attribute(load(_one_model(model, text)), text, target=target, method=method, position=position)
+    a = frame.attrs
+    keys = ("model", "text", "target", "target_ids", "method", "baseline", "n_steps", "target_value", "baseline_value")
+    title = f"{a['model']}: attribution of {a['target']!r} ({method}); log-prob {a['target_value']:.3f}"
+    _print_frame(frame, title, csv, as_json, {k: a[k] for k in keys} | {"convergence_delta": a["convergence_delta"]})
+
+
+@app.command()
+@_errors_as_one_line
+def patch(
+    clean: Annotated[str, typer.Argument(help="The clean text.")],
+    corrupted: Annotated[str, typer.Argument(help="The same text with a word changed (same number of tokens).")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model name, folder or hub id; default: the best installed (masked for [MASK])."
+        ),
+    ] = None,
+    answer: Annotated[
+        str | None, typer.Option("--answer", help="The clean answer; default the clean run's top token.")
+    ] = None,
+    wrong: Annotated[
+        str | None, typer.Option("--wrong", help="The corrupted answer; default the corrupted run's top token.")
+    ] = None,
+    over: Annotated[str, typer.Option("--over", help="resid_pre, attn_out, mlp_out or heads.")] = "resid_pre",
+    csv: Annotated[bool, typer.Option("--csv", help="Print the frame as CSV.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the values and rows as JSON.")] = False,
+) -> None:
+    """Activation patching: which layer and position (or head) carries the difference between CLEAN and
+    CORRUPTED? Metric: logit(answer) - logit(wrong) at the slot.
+
+    Examples:
+
+      probe patch "The robot must not hurt the" "The robot will not hurt the" -m tiny-gpt
+
+      probe patch "The robot must [MASK] hurt the human." "The robot will [MASK] hurt the human." -m tiny-bert --over heads --csv
+    """
+    from probe.intervene import patching
+    from probe.lens import target_id
+    from probe.model import load
+
+    if csv and as_json:
+        _fail("choose one of --csv and --json")
+    m = load(_one_model(model, clean))
+    if m.kind == "encoder":
+        _fail(f"{m.name} has no language-model head, so there is no answer to patch; use a causal or masked LM")
+    a = target_id(m, answer) if answer else int(m.run(clean, hooks=["logits"]).logits_at().argmax())
+    b = target_id(m, wrong) if wrong else int(m.run(corrupted, hooks=["logits"]).logits_at().argmax())
+    metric = ("logit_diff", a, b) if a != b else ("logprob", a)
+    frame = patching(m, clean, corrupted, metric=metric, over=over)
+    at = frame.attrs
+    keys = ("model", "clean", "corrupted", "metric", "over", "clean_value", "corrupted_value")
+    title = f"{at['model']}: patching {over}, {at['metric']} clean {at['clean_value']:.3f} corrupted {at['corrupted_value']:.3f}"
+    _print_frame(frame, title, csv, as_json, {k: at[k] for k in keys})
 
 
 @app.command()

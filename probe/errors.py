@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ProbeError", "LoadError", "HookNameError", "InputError", "NoHeadError"]
+__all__ = ["ProbeError", "LoadError", "HookNameError", "InputError", "NoHeadError", "PatchError", "DependencyError"]
 
 
 class ProbeError(Exception):
@@ -26,3 +26,25 @@ class InputError(ProbeError, ValueError):
 
 class NoHeadError(ProbeError):
     """The model has no language-model head, so it has no token distribution to show."""
+
+
+class PatchError(InputError):
+    """A patch that cannot be applied: wrong shape, a hook that never fires, an edit that returns junk."""
+
+
+class DependencyError(ProbeError):
+    """An optional package an analysis needs is not installed (captum, scikit-learn)."""
+
+
+def need(module: str, extra: str = "why"):
+    """Import an optional dependency or raise DependencyError saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        top = module.split(".")[0]
+        package = {"sklearn": "scikit-learn"}.get(top, top)
+        raise DependencyError(
+            f"this analysis needs {package}, which is not installed; pip install 'probe[{extra}]' (or {package})"
+        ) from None

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from probe import _validate as check
 from probe.errors import InputError
+from probe.hooks import LOGITS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,4 +78,61 @@ def logit_lens(run: Run, k: int = 5, position: int | None = None, target=None, i
         rows.append(frame)
     out = pd.concat(rows, ignore_index=True)
     out.attrs.update(position=pos, token=run.token_strs(index)[pos], target=target, target_id=tid)
+    return out
+
+
+def lens_table(run: Run, index: int = 0, k: int = 3) -> pd.DataFrame:
+    """The logit lens at every real position at once (one head call per layer, not per position).
+
+    Layer ``n_layers`` is the model's own output (the stored logits when captured), as in ``run.logit_lens``.
+    For causal models ``next_rank`` / ``next_prob`` say how each layer ranks the token that actually comes
+    next (NaN at the last position).
+
+    Returns:
+        DataFrame [layer, position, token, rank, top_token, top_id, prob, next_rank, next_prob],
+        ``k`` rows (ranks) per (layer, position).
+    """
+    import pandas as pd
+
+    from probe.predict import for_ranking, skipped_ids
+
+    run._check_index(index)
+    model = run.model
+    length = run.lengths[index]
+    toks = run.token_strs(index)
+    ids = run.ids[index, :length]
+    causal = model.kind == "causal"
+    frames = []
+    with torch.inference_mode():
+        for layer in range(model.n_layers + 1):
+            if layer == model.n_layers and LOGITS in run.cache:
+                logits = run.cache[LOGITS][index, :length]
+            else:
+                logits = model.adapter.head(run.resid(layer)[index, :length])  # [pos, vocab]
+            probs = logits.float().softmax(-1)
+            # masked models: special tokens are never fillers, as in run.predictions()
+            top = for_ranking(model, probs).topk(min(k, probs.shape[-1] - len(skipped_ids(model))), dim=-1)
+            frame = {
+                "layer": layer,
+                "position": np.repeat(np.arange(length), top.indices.shape[1]),
+                "rank": np.tile(np.arange(1, top.indices.shape[1] + 1), length),
+                "top_id": top.indices.flatten().cpu().numpy(),
+                "prob": top.values.flatten().cpu().numpy(),
+            }
+            if causal:
+                nxt = ids[1:]
+                p_next = probs[:-1].gather(-1, nxt[:, None])  # [pos - 1, 1]
+                rank = (probs[:-1] > p_next).sum(-1) + 1
+                frame["next_rank"] = np.repeat(
+                    np.append(rank.cpu().numpy().astype(float), np.nan), top.indices.shape[1]
+                )
+                frame["next_prob"] = np.repeat(np.append(p_next[:, 0].cpu().numpy(), np.nan), top.indices.shape[1])
+            frames.append(pd.DataFrame(frame))
+    out = pd.concat(frames, ignore_index=True)
+    vocab_strs = dict(zip(out["top_id"].unique().tolist(), model.to_str_tokens(out["top_id"].unique().tolist())))
+    out.insert(2, "token", np.array(toks, dtype=object)[out["position"].to_numpy()])
+    out.insert(4, "top_token", out["top_id"].map(vocab_strs))
+    if not causal:
+        out["next_rank"] = np.nan
+        out["next_prob"] = np.nan
     return out

@@ -157,7 +157,7 @@ def _hub_error(name: str, err: Exception) -> LoadError:
     )
     return LoadError(
         f"cannot load '{name}': it is not a local folder or a bundled model, it is not in the local cache, and {why}; "
-        f"pass a local checkpoint folder or a model from `probe models` ({', '.join(BUNDLED)}, ...)"
+        f"pass a local checkpoint folder, or a bundled or packaged model ({', '.join((*BUNDLED, *DELTAS, *PACKAGED))}; see `probe models`)"
     )
 
 

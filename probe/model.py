@@ -97,7 +97,8 @@ class Model:
             raise InputError(f"{self.name} has no start token, so it cannot read an empty context; give it some text")
         if len(ids) > self.n_ctx:
             raise InputError(
-                f"text of {len(ids)} tokens is longer than {self.name}'s context of {self.n_ctx}; shorten it"
+                f"text of {len(ids)} tokens (with its start token) is longer than {self.name}'s context of "
+                f"{self.n_ctx}; shorten it or pass truncate=True (--truncate)"
             )
         return torch.tensor([ids])
 
@@ -204,6 +205,7 @@ class Model:
         batch_size: int = 32,
         truncate: bool = False,
         grad: bool = False,
+        patch: dict | None = None,
         offload: str | torch.device | None = None,
     ):
         """Run text through the model and capture hook values.
@@ -214,6 +216,11 @@ class Model:
             batch_size: texts per forward pass; results are concatenated.
             truncate: cut texts longer than the context instead of raising.
             grad: keep the autograd graph (for saliency); otherwise ``torch.inference_mode``.
+            patch: {hook name or glob: tensor | fn} to change values on the way (``probe.intervene``): a
+                tensor replaces the value (shape as ``run[name]``, with or without the batch dim); a
+                function ``fn(value, ctx) -> value`` edits it (``ctx``: ``probe.PatchContext``). Head
+                splits work (``attn.hook_z`` [batch, pos, head, d_head], ``attn.hook_pattern``). Captured
+                values are the patched model's.
             offload: a device ("cpu") to move each captured tensor to as soon as it is produced, inside
                 the hook, so GPU memory stays flat however many hooks are captured; None keeps them where
                 the model computes them.
@@ -250,9 +257,20 @@ class Model:
             raise InputError("hooks=[] captures nothing; pass hook names or patterns, or None for the default set")
         offload = _offload_device(offload)
         ids, mask = ids.to(self.device), mask.to(self.device)
+        if patch:
+            from probe.intervene import resolve_patch
+
+            patch = resolve_patch(self, patch)
         chunks = [
             forward_capture(
-                self.adapter, ids[s : s + batch_size], mask[s : s + batch_size], names, grad=grad, offload=offload
+                self.adapter,
+                ids[s : s + batch_size],
+                mask[s : s + batch_size],
+                names,
+                grad=grad,
+                patch=_chunk(patch, s, batch_size, len(ids)) if patch else None,
+                context=_context(ids, mask, s, batch_size) if patch else None,
+                offload=offload,
             )
             for s in range(0, len(ids), batch_size)
         ]
@@ -260,20 +278,59 @@ class Model:
         return Run(self, ids, mask, store, single=single)
 
     def generate(
-        self, prompt: str, max_new_tokens: int = 20, k: int = 5, sample: bool = False, seed: int | None = None
+        self,
+        prompt: str,
+        max_new_tokens: int = 20,
+        k: int = 5,
+        sample: bool = False,
+        seed: int | None = None,
+        *,
+        hooks: Sequence[str] | str | None = None,
+        patch: dict | None = None,
     ):
         """Greedy (or sampled) continuation with the top-k candidates at every step; causal models only.
 
         Generation stops after ``max_new_tokens`` or when the context (``n_ctx`` tokens) is full; a prompt
         that already fills the context is an error (nothing can be generated).
 
+        Args:
+            hooks: also capture these hooks at every step (each step is a full forward pass).
+            patch: apply these patches at every step (as in ``run``; edit functions see ``ctx.step``).
+                The context grows by one token a step, so position-shaped tensors fit only the first
+                step: use a function (``ctx.positions(-1)`` is the newest token).
+
         Returns:
             (text, DataFrame[step, rank, token, token_id, prob, chosen]); the frame's
             ``.attrs["stop_reason"]`` is "max_new_tokens" or "context" (then a warning says so too).
+            With ``hooks``, a third item: the list of per-step Runs.
         """
         from probe.predict import generate
 
-        return generate(self, prompt, max_new_tokens=max_new_tokens, k=k, sample=sample, seed=seed)
+        return generate(
+            self, prompt, max_new_tokens=max_new_tokens, k=k, sample=sample, seed=seed, hooks=hooks, patch=patch
+        )
+
+
+def _chunk(patch: dict, start: int, size: int, total: int) -> dict:
+    """The part of each per-text patch tensor ([batch, ...] with batch = all texts) for one chunk."""
+    from probe.run import dims_of
+
+    if total <= size:
+        return patch
+    return {
+        n: v[start : start + size]
+        if isinstance(v, torch.Tensor) and v.dim() == 1 + len(dims_of(n)) and len(v) == total
+        else v
+        for n, v in patch.items()
+    }
+
+
+def _context(ids: torch.Tensor, mask: torch.Tensor, start: int, size: int):
+    from probe.hooks import PatchContext
+
+    return PatchContext(
+        name="", layer=None, ids=ids[start : start + size], mask=mask[start : start + size], offset=start
+    )
 
 
 def _offload_device(offload) -> torch.device | None:

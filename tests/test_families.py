@@ -133,6 +133,30 @@ def _distilbert(tok):
     return DistilBertForMaskedLM(cfg)
 
 
+def _llama_like(model_type: str):
+    """Llama-shaped (llama, qwen2, mistral): RMSNorm, rotary, gated MLP, 4 query heads sharing 2 K/V heads."""
+
+    def build(tok):
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        cfg = AutoConfig.for_model(
+            model_type,
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            tie_word_embeddings=False,
+        )
+        return AutoModelForCausalLM.from_config(cfg)
+
+    return build
+
+
 def _eos_pad(tok):
     tok.pad_token = tok.eos_token  # OPT's real tokenizer has <pad>; ours needs one for pad_token_id
     return tok
@@ -163,6 +187,7 @@ SPECS: dict[str, Spec] = {
         # TransformerLens 4.3's OPT bridge feeds post-LN attention a flattened [batch * pos, d] input and fails
         no_bridge="TransformerLens 4.3's bridge fails on post-LN OPT (do_layer_norm_before=False)",
     ),
+    **{name: Spec(_llama_like(name), "causal", absent=("hook_pos_embed",)) for name in ("llama", "qwen2", "mistral")},
     "roberta": Spec(_roberta, "masked", tokenizer="bert", layout="post_ln", last_hidden="raw"),
     "distilbert": Spec(
         _distilbert,
@@ -398,3 +423,18 @@ def test_registry_is_torch_free():
 
     code = "import sys, probe.adapters as a; a.supported(); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("hook", ["blocks.0.attn.hook_q", "blocks.0.attn.hook_v", "blocks.0.mlp.hook_pre"])
+def test_patches_write_back_through_every_point_kind(case, hook):
+    """An identity edit changes nothing (the write-back reassembles fused/flattened values exactly);
+    zeroing is what the model then carries (NeoX's per-head qkv slices, OPT's flattened MLP)."""
+    m = case.model
+    text = TEXTS[m.kind][0]
+    plain = m.run(text, hooks=["logits", hook])
+    same = m.run(text, hooks=["logits", hook], patch={hook: lambda value, ctx: value + 0})
+    torch.testing.assert_close(same["logits"], plain["logits"], **TOL)
+    zeroed = m.run(text, hooks=["logits", hook], patch={hook: lambda value, ctx: value * 0})
+    assert zeroed[hook].abs().max() == 0
+    # (random weights make attention nearly uniform, so zeroing q moves the logits only a little)
+    assert (zeroed["logits"] - plain["logits"]).abs().max() > 0

@@ -106,3 +106,16 @@ def test_verify_passes_for_each_family(llama_family):
     assert table.attrs["ok"], table[~table["ok"]]
     assert {"check", "max_abs_diff", "tolerance", "ok"} == set(table.columns)
     assert any(c.startswith("attentions[") for c in table["check"])
+
+
+def test_rotary_hooks_are_read_only_and_q_patches_work(llama_family):
+    model, _ = llama_family
+    with pytest.raises(probe.InputError, match="read-only.*attn.hook_q"):
+        model.run(TEXTS[0], patch={"blocks.0.attn.hook_rot_q": lambda v, ctx: v})
+    clean = model.run(TEXTS[0], hooks=["logits"])["logits"]
+    same = model.run(TEXTS[0], hooks=["logits"], patch={"blocks.0.attn.hook_q": lambda v, ctx: v})["logits"]
+    torch.testing.assert_close(same, clean)
+    zeroed = model.run(
+        TEXTS[0], hooks=["blocks.0.attn.hook_rot_q"], patch={"blocks.0.attn.hook_q": lambda v, ctx: v * 0}
+    )
+    assert zeroed["blocks.0.attn.hook_rot_q"].abs().max() == 0  # the rotary hook sees the patched q

@@ -26,7 +26,6 @@ class Family:
     model_type: str
     adapter: str  # "module:Class" inside probe.adapters, imported lazily
     examples: tuple[tuple[str, str], ...]
-    note: str = ""
 
 
 FAMILIES: dict[str, Family] = {
@@ -34,13 +33,8 @@ FAMILIES: dict[str, Family] = {
     for f in [
         Family("gpt2", "gpt2:GPT2Adapter", (("gpt2", "causal"), ("distilgpt2", "causal"))),
         Family("bert", "bert:BertAdapter", (("bert-base-uncased", "masked"),)),
-        Family("gpt_neo", "gpt_neo:GPTNeoAdapter", (("EleutherAI/gpt-neo-125m", "causal"),), "local attention"),
-        Family(
-            "gpt_neox",
-            "gpt_neox:GPTNeoXAdapter",
-            (("EleutherAI/pythia-70m", "causal"),),
-            "Pythia; parallel attention+MLP",
-        ),
+        Family("gpt_neo", "gpt_neo:GPTNeoAdapter", (("EleutherAI/gpt-neo-125m", "causal"),)),
+        Family("gpt_neox", "gpt_neox:GPTNeoXAdapter", (("EleutherAI/pythia-70m", "causal"),)),
         Family("opt", "opt:OPTAdapter", (("facebook/opt-125m", "causal"),)),
         Family("roberta", "roberta:RobertaAdapter", (("FacebookAI/roberta-base", "masked"),)),
         Family("distilbert", "distilbert:DistilBertAdapter", (("distilbert/distilbert-base-uncased", "masked"),)),

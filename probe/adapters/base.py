@@ -51,6 +51,27 @@ class Point:
             value = value[..., self.head_cols[0] : self.head_cols[1]]
         return value
 
+    def put(self, value, new: torch.Tensor):
+        """The inverse of ``pick``: ``value`` as the module gave it, with the picked part replaced by ``new``.
+
+        ``new`` has the picked shape (e.g. [batch, pos, head, d_head]); the result has the module's own
+        shape and container (tuple item, full width of a fused projection), so it can be handed back to
+        the forward pass. This is what lets patching, ablation and steering write through any Point.
+        """
+        whole = value[self.item] if self.item is not None else value
+        if self.head_cols is not None:  # put the slice back into the full heads first (GPT-NeoX's fused qkv)
+            a, b = self.head_cols
+            full = whole.unflatten(-1, (self.heads, -1))
+            new = torch.cat([full[..., :a], new, full[..., b:]], dim=-1)
+        if self.heads is not None:
+            new = new.flatten(-2)
+        if self.cols is not None:
+            a, b = self.cols
+            new = torch.cat([whole[..., :a], new, whole[..., b:]], dim=-1)
+        if self.item is not None:
+            return (*value[: self.item], new, *value[self.item + 1 :])
+        return new
+
 
 class Adapter:
     """Base adapter. Subclasses set ``family`` and fill the dims, ``body``, ``blocks`` and ``points``."""

@@ -245,6 +245,8 @@ def report(
     title: str | None = None,
     truncate: bool = False,
     plotly_js: str = "inline",
+    sections: Sequence[str] | None = None,
+    corrupted: str | None = None,
 ) -> Path:
     """Write one self-contained HTML report of how ``models`` read ``text``; works offline.
 
@@ -260,6 +262,10 @@ def report(
         truncate: cut a text longer than a model's context to a window around the slot instead of raising.
         plotly_js: "inline" (default: the page is one self-contained file) or "beside" (plotly.js is written
             once next to the page and shared, for folders of many reports).
+        sections: extra "why" sections after the model sections, any of "attribution" (integrated
+            gradients per token), "patching" (activation patching; needs ``corrupted``), "factors"
+            (NMF neuron factors) and "cka" (layer similarity). Default: none (the report as before).
+        corrupted: for "patching": the text with one word changed (same number of tokens).
 
     Returns:
         The path written. The page has a comparison section (two or more models) and one section per
@@ -271,6 +277,7 @@ def report(
     """
     from probe import _validate as check
     from probe.compare import _unique_names, check_order, load_models
+    from probe.report.why import validate, why_sections
 
     check_order(text, models, "report")
     truncate = check.boolean(truncate, "truncate")
@@ -278,6 +285,12 @@ def report(
     if title is not None and not isinstance(title, str):
         raise InputError(f"title must be a string, got {title!r}")
     check_plotly_js(plotly_js)
+    notice = None
+    if models is None:
+        from probe.defaults import default_models
+
+        models, notice = default_models()
+    extra = validate(sections, corrupted)
     loaded = load_models(models, k)
     slot = Slot.parse(text, need_mask=any(m.kind == "masked" for m in loaded))
     names = _unique_names(loaded)
@@ -285,9 +298,12 @@ def report(
     if len(loaded) > 1:
         sections.append(comparison_section(loaded, text, k, truncate))
     sections += [model_section(m, n, text, slot, k, truncate) for m, n in zip(loaded, names, strict=True)]
+    sections += why_sections(extra, loaded, names, text, corrupted)
     for i, s in enumerate(sections):
         s.id = s.id or f"model-{i}"
     title = title or f"probe report: {', '.join(names)}"
     subtitle = "How each model reads the sentence below: what it predicts, where it looks, and when it decides."
+    if notice:  # the real models are not installed: say which ones were used instead, and how to get them
+        subtitle += f" Note: {notice}."
     src = plotly_source(path, plotly_js)
     return write_atomic(path, render(sections, title=title, subtitle=subtitle, text=text, plotly_src=src))

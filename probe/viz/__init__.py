@@ -2,7 +2,9 @@
 
 One module per view: ``tokens``, ``predictions`` (+ ``generation``), ``lens`` (``logit_lens``,
 ``lens_target``), ``attention`` (one head, grid, head picker, entropy), ``activations`` (residual norms,
-neurons) and ``compare``. Plotly itself is imported only when a figure is built.
+neurons), ``compare``, and the "why" views that take a frame: ``attribution`` (coloured text),
+``patching`` (layers x positions/heads), ``factors`` (tokens by dominant factor) and ``cka`` (layer
+similarity). Plotly itself is imported only when a figure is built.
 
 >>> run = probe.load("tiny-gpt").run("The robot must not hurt the human.")
 >>> run.plot.attention(layer=0, head=1).show()
@@ -14,8 +16,12 @@ from typing import TYPE_CHECKING
 
 from probe.viz.activations import neurons, residual_norms
 from probe.viz.attention import attention, attention_entropy, attention_grid, attention_heads
+from probe.viz.attribution import attribution
+from probe.viz.cka import cka
 from probe.viz.compare import compare_layers, comparison
+from probe.viz.factors import factors
 from probe.viz.lens import lens_table, lens_target, logit_lens
+from probe.viz.patching import patching
 from probe.viz.predictions import generation, predictions
 from probe.viz.tokens import tokens
 
@@ -40,6 +46,10 @@ __all__ = [
     "neurons",
     "comparison",
     "compare_layers",
+    "attribution",
+    "patching",
+    "factors",
+    "cka",
 ]
 
 

@@ -1,0 +1,133 @@
+"""Attribution (captum) per token: completeness of integrated gradients, targets, special tokens, errors."""
+
+from __future__ import annotations
+
+import pytest
+
+import probe
+from probe.errors import InputError
+
+pytest.importorskip("captum")
+
+TEXT = {"causal": "The robot must not hurt the", "masked": "The robot must [MASK] hurt the human."}
+
+
+@pytest.fixture(scope="module", params=["tiny-gpt", "tiny-bert"])
+def bundled(request):
+    return probe.load(request.param)
+
+
+def test_integrated_gradients_complete_within_5_percent_on_bundled_models(bundled):
+    """sum(attribution) = f(input) - f(baseline), the axiom IG is built on, with the default baseline and steps."""
+    frame = probe.attribute(bundled, TEXT[bundled.kind], target=" not")
+    a = frame.attrs
+    span = a["target_value"] - a["baseline_value"]
+    assert abs(span) > 0.05  # the test means something
+    assert abs(frame["attribution"].sum() - span) <= 0.05 * abs(span)
+    assert a["convergence_delta"] == pytest.approx(frame["attribution"].sum() - span, abs=1e-3)
+
+
+def test_target_value_is_the_models_log_prob(tiny):
+    text = TEXT[tiny.kind]
+    run = tiny.run(text, hooks=["logits"])
+    logp = run.logits_at().float().log_softmax(-1)
+    frame = probe.attribute(tiny, text, method="saliency")  # default target: the model's top prediction
+    assert frame.attrs["target_ids"] == [int(logp.argmax())]
+    assert frame.attrs["target_value"] == pytest.approx(float(logp.max()), abs=1e-4)
+    assert list(frame.columns) == ["position", "token", "attribution", "method"]
+    assert frame["token"].tolist() == tiny.tokenize(text)
+    assert (frame["attribution"] >= 0).all()  # saliency is a gradient norm
+
+
+def test_continuation_target_is_summed_log_prob(tiny_gpt):
+    text = TEXT["causal"]
+    ids = tiny_gpt.tokenizer.encode(" human being", add_special_tokens=False)
+    assert len(ids) == 2
+    frame = probe.attribute(tiny_gpt, text, target=ids, method="gradient_x_input")
+    full = tiny_gpt.run(text + " human being", hooks=["logits"])["logits"][0].float().log_softmax(-1)
+    n = len(tiny_gpt.tokenize(text))
+    expected = full[n - 1, ids[0]] + full[n, ids[1]]
+    assert frame.attrs["target_value"] == pytest.approx(float(expected), abs=1e-4)
+    assert len(frame) == n  # the appended continuation is not attributed
+    same = probe.attribute(tiny_gpt, text, target=" human being", method="gradient_x_input")
+    assert same.attrs["target_ids"] == ids
+
+
+def test_special_tokens_and_the_mask_slot_get_zero(tiny_bert):
+    frame = probe.attribute(tiny_bert, TEXT["masked"], target=" not")
+    special = frame["token"].isin(["[CLS]", "[SEP]", "[MASK]"])
+    assert special.sum() == 3
+    assert (frame.loc[special, "attribution"] == 0).all()
+    assert (frame.loc[~special, "attribution"] != 0).any()
+
+
+def test_occlusion_is_the_drop_when_a_token_is_replaced(tiny_gpt):
+    text = TEXT["causal"]
+    frame = probe.attribute(tiny_gpt, text, target=" the", method="occlusion", baseline="pad")
+    # replacing token 5 by the pad/EOS token in the text itself gives the same drop
+    ids, _ = tiny_gpt.encode([text])
+    target = frame.attrs["target_ids"][0]
+    occluded = ids.clone()
+    occluded[0, 5] = tiny_gpt.tokenizer.pad_token_id
+    logp = tiny_gpt.run(occluded, hooks=["logits"])["logits"][0, -1].float().log_softmax(-1)[target]
+    assert frame["attribution"][5] == pytest.approx(frame.attrs["target_value"] - float(logp), abs=1e-4)
+
+
+def test_attribution_figure(tiny_gpt):
+    from probe.viz import attribution
+
+    fig = attribution(probe.attribute(tiny_gpt, TEXT["causal"], method="gradient_x_input"))
+    heat = fig.data[0]
+    assert heat.type == "heatmap" and heat.zmid == 0
+    assert sum(str(t) != "" for row in heat.text for t in row) == len(tiny_gpt.tokenize(TEXT["causal"]))
+
+
+# -- bad input ----------------------------------------------------------------------------------
+def test_target_of_zero_tokens(tiny_gpt):
+    with pytest.raises(InputError, match="no tokens"):
+        probe.attribute(tiny_gpt, TEXT["causal"], target="")
+
+
+def test_attribution_position_out_of_range(tiny_gpt):
+    with pytest.raises(InputError, match="position 99 is out of range"):
+        probe.attribute(tiny_gpt, TEXT["causal"], position=99)
+
+
+def test_unknown_attribution_method(tiny_gpt):
+    with pytest.raises(InputError, match="integrated_gradients"):
+        probe.attribute(tiny_gpt, TEXT["causal"], method="shap")
+
+
+def test_masked_text_without_mask(tiny_bert):
+    with pytest.raises(InputError, match=r"\[MASK\]"):
+        probe.attribute(tiny_bert, "The robot must not hurt the human.")
+
+
+def test_target_id_outside_vocab(tiny_gpt):
+    with pytest.raises(InputError, match="outside"):
+        probe.attribute(tiny_gpt, TEXT["causal"], target=10**6)
+
+
+def test_missing_captum_is_one_clear_line(tiny_gpt, monkeypatch):
+    import sys
+
+    from probe.errors import DependencyError
+
+    monkeypatch.setitem(sys.modules, "captum.attr", None)  # as if captum were not installed
+    with pytest.raises(DependencyError, match=r"pip install 'probe\[why\]'"):
+        probe.attribute(tiny_gpt, TEXT["causal"])
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "minilm-mlm"])
+def test_integrated_gradients_complete_on_real_models(name):
+    """The same 5% completeness on the real pretrained models, where their packages are installed."""
+    from probe.defaults import available
+
+    if not available(name):
+        pytest.skip(f"{name} is not installed")
+    model = probe.load(name)
+    text = TEXT[model.kind].replace("[MASK]", model.tokenizer.mask_token or "[MASK]")
+    frame = probe.attribute(model, text)
+    a = frame.attrs
+    span = a["target_value"] - a["baseline_value"]
+    assert abs(frame["attribution"].sum() - span) <= 0.05 * abs(span) + 1e-4

@@ -1,0 +1,221 @@
+"""Interventions write through the adapters' Points: exact no-ops, TransformerLens parity, clear errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import probe
+from probe.errors import HookNameError, InputError, PatchError
+
+TEXT = {"causal": "The robot must not hurt the", "masked": "The robot must [MASK] hurt the human."}
+CORRUPT = {"causal": "The human must not hurt the", "masked": "The human must [MASK] hurt the human."}
+TOL = dict(atol=1e-5, rtol=1e-4)
+
+
+def test_patching_the_clean_cache_into_the_clean_run_changes_nothing(tiny):
+    """Every hook, head splits and the pattern included: bit-for-bit the same run."""
+    text = TEXT[tiny.kind]
+    full = tiny.run(text, hooks=tiny.hook_names)
+    for name in tiny.hook_names:
+        again = tiny.run(text, hooks=tiny.hook_names, patch={name: full[name]})
+        for other in tiny.hook_names:
+            assert torch.equal(again[other], full[other]), (name, other)
+
+
+def test_resid_pre_0_from_corrupted_reproduces_corrupted_logits(tiny):
+    clean, bad = TEXT[tiny.kind], CORRUPT[tiny.kind]
+    corrupted = tiny.run(bad, hooks=["blocks.0.hook_resid_pre", "logits"])
+    patched = tiny.run(clean, hooks=["logits"], patch={"blocks.0.hook_resid_pre": corrupted["blocks.0.hook_resid_pre"]})
+    assert not torch.equal(tiny.run(clean, hooks=["logits"])["logits"], corrupted["logits"])
+    assert torch.equal(patched["logits"], corrupted["logits"])
+
+
+@pytest.mark.parametrize("family", ["gpt", "bert"])
+def test_zero_ablating_a_head_equals_transformerlens(family, request):
+    pytest.importorskip("transformer_lens")
+    from transformer_lens.model_bridge import TransformerBridge
+
+    model = request.getfixturevalue(f"tiny_{family}")
+    path = request.getfixturevalue(f"tiny_{family}_path")
+    layer, head = 1, 2
+    ours = probe.ablate(model, TEXT[model.kind], heads=[(layer, head)], hooks=["logits"])
+    # the bridge wraps the modules it is given: hand it a copy so the shared fixture stays a plain HF model
+    bridge = TransformerBridge.boot_transformers(path, hf_model=copy.deepcopy(model.hf), tokenizer=model.tokenizer)
+
+    def zero(z, hook):
+        z[:, :, head] = 0.0
+        return z
+
+    kwargs = {"attention_mask": ours.mask} if family == "bert" else {}
+    with torch.inference_mode():
+        theirs = bridge.run_with_hooks(ours.ids, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", zero)], **kwargs)
+        plain = bridge(ours.ids, **kwargs)
+    assert (plain - theirs).abs().max() > 1e-3  # the ablation does something
+    torch.testing.assert_close(ours["logits"], theirs, **TOL)
+
+
+def test_captured_values_are_the_patched_models(tiny_gpt):
+    run = tiny_gpt.run(
+        TEXT["causal"],
+        hooks=["blocks.0.attn.hook_z", "blocks.0.hook_attn_out"],
+        patch={"blocks.0.attn.hook_z": lambda z, ctx: torch.zeros_like(z)},
+    )
+    assert torch.count_nonzero(run["blocks.0.attn.hook_z"]) == 0
+    bias = tiny_gpt.hf.transformer.h[0].attn.c_proj.bias  # W_O @ 0 + b_O
+    torch.testing.assert_close(run["blocks.0.hook_attn_out"][0], bias.expand(run.lengths[0], -1), **TOL)
+
+
+def test_a_pattern_patch_acts_through_v(tiny):
+    """Attending only to itself, every token's z is its own v, in both families (GPT-2 re-runs attn)."""
+    text = TEXT[tiny.kind]
+    n = len(tiny.tokenize(text))
+    eye = torch.eye(n).expand(1, tiny.n_heads, n, n)
+    run = tiny.run(text, hooks=tiny.hook_names, patch={"blocks.1.attn.hook_pattern": eye})
+    assert torch.equal(run["blocks.1.attn.hook_pattern"], eye)
+    torch.testing.assert_close(run["blocks.1.attn.hook_z"], run["blocks.1.attn.hook_v"], **TOL)
+    assert not torch.allclose(run["logits"], tiny.run(text, hooks=["logits"])["logits"])
+
+
+def test_positions_index_real_tokens_under_right_padding(tiny_gpt):
+    texts = ["The robot must not hurt the", "The cat"]
+    seen = []
+
+    def last(value, ctx):
+        seen.append(ctx.positions(-1).tolist())
+        value[torch.arange(len(value)), ctx.positions(-1)] = 0
+        return value
+
+    run = tiny_gpt.run(texts, hooks=["blocks.0.hook_resid_post"], patch={"blocks.0.hook_resid_post": last})
+    lengths = run.lengths
+    assert seen == [[lengths[0] - 1, lengths[1] - 1]]
+    resid = run["blocks.0.hook_resid_post"]
+    assert torch.count_nonzero(resid[1, lengths[1] - 1]) == 0 and torch.count_nonzero(resid[1, 0]) > 0
+
+
+def test_patch_tensor_broadcasts_over_batch_and_splits_over_chunks(tiny_gpt):
+    texts = ["The robot must not", "The cat sat on"]
+    base = tiny_gpt.run(texts, hooks=["blocks.0.hook_resid_pre"])
+    value = base["blocks.0.hook_resid_pre"]
+    one = tiny_gpt.run(texts, hooks=["logits"], patch={"blocks.0.hook_resid_pre": value[0]})  # [pos, d_model]
+    n = one.lengths[1]  # the second text's real tokens now carry the first text's stream
+    torch.testing.assert_close(one["logits"][1, :n], one["logits"][0, :n], **TOL)
+    per_text = tiny_gpt.run(texts, hooks=["logits"], patch={"blocks.0.hook_resid_pre": value}, batch_size=1)
+    torch.testing.assert_close(per_text["logits"], tiny_gpt.run(texts, hooks=["logits"])["logits"], **TOL)
+
+
+def test_no_patch_hooks_left_behind(tiny_gpt):
+    def boom(value, ctx):
+        raise RuntimeError("inside")
+
+    with pytest.raises(RuntimeError):
+        tiny_gpt.run("The robot", patch={"blocks.0.hook_resid_post": boom})
+    hooked = [m for m in tiny_gpt.hf.modules() if m._forward_hooks or m._forward_pre_hooks]
+    assert hooked == []
+
+
+def test_ablate_mean_and_neurons(tiny_gpt):
+    text = TEXT["causal"]
+    run = probe.ablate(tiny_gpt, text, heads=[(0, 1)], neurons=[(1, 5)], how="mean", hooks=tiny_gpt.hook_names)
+    clean = tiny_gpt.run(text, hooks=["blocks.0.attn.hook_z"])
+    mean = clean["blocks.0.attn.hook_z"][0, :, 1].mean(0)
+    torch.testing.assert_close(run["blocks.0.attn.hook_z"][0, :, 1], mean.expand(run.lengths[0], -1), **TOL)
+    assert (
+        torch.count_nonzero(
+            probe.ablate(tiny_gpt, text, neurons=[(1, 5)], hooks=["blocks.1.mlp.hook_post"])["blocks.1.mlp.hook_post"][
+                0, :, 5
+            ]
+        )
+        == 0
+    )
+
+
+def test_steer_adds_the_vector_and_steers_generation(tiny_gpt):
+    text = "The robot"
+    vec = torch.randn(tiny_gpt.d_model)
+    run = probe.steer(tiny_gpt, text, vec, layer=1, scale=3.0, hooks=["blocks.1.hook_resid_pre"])
+    base = tiny_gpt.run(text, hooks=["blocks.1.hook_resid_pre"])
+    torch.testing.assert_close(run["blocks.1.hook_resid_pre"], base["blocks.1.hook_resid_pre"] + 3 * vec, **TOL)
+    steps = []
+    out, frame, runs = tiny_gpt.generate(
+        text,
+        max_new_tokens=3,
+        hooks=["blocks.0.hook_resid_post"],
+        patch={"blocks.0.hook_resid_post": lambda v, c: steps.append(c.step)},
+    )
+    assert steps == [0, 1, 2] and len(runs) == 3
+    assert [r.ids.shape[1] for r in runs] == [runs[0].ids.shape[1] + i for i in range(3)]
+    plain, _ = tiny_gpt.generate(text, max_new_tokens=8)
+    steered, _ = probe.steer(tiny_gpt, text, 50 * vec, layer=0, max_new_tokens=8)
+    assert steered != plain
+
+
+def test_activation_patching_frame(tiny):
+    clean, bad = TEXT[tiny.kind], CORRUPT[tiny.kind]
+    frame = probe.patching(tiny, clean, bad, metric=("logit_diff", " the", " a"))
+    n = len(tiny.tokenize(clean))
+    assert list(frame.columns) == ["layer", "position", "token", "effect", "normalized_effect"]
+    assert len(frame) == tiny.n_layers * n
+    span = frame.attrs["clean_value"] - frame.attrs["corrupted_value"]
+    changed = [i for i, (a, b) in enumerate(zip(tiny.tokenize(clean), tiny.tokenize(bad))) if a != b][0]
+    # layer 0 at the changed token restores the clean run entirely; an unchanged token does nothing
+    row = frame[(frame.layer == 0) & (frame.position == changed)].iloc[0]
+    assert row.normalized_effect == pytest.approx(1.0, abs=1e-4) and row.effect == pytest.approx(span, abs=1e-4)
+    assert frame[(frame.layer == 0) & (frame.position != changed)].effect.abs().max() < 1e-4
+    heads = probe.patching(tiny, clean, bad, over="heads", metric=lambda logits: logits.max())
+    assert list(heads.columns) == ["layer", "head", "effect", "normalized_effect"]
+    assert len(heads) == tiny.n_layers * tiny.n_heads
+
+
+# -- bad input: one test each -------------------------------------------------------------------
+def test_unknown_hook_in_patch(tiny_gpt):
+    with pytest.raises(HookNameError, match="hook_resid_post"):
+        tiny_gpt.run("The robot", patch={"blocks.0.hook_resid": torch.zeros(1)})
+
+
+def test_patch_tensor_of_wrong_shape(tiny_gpt):
+    with pytest.raises(PatchError, match=r"shape \[3\].*\[2, 32\]|shape \[3\]"):
+        tiny_gpt.run("The robot", patch={"blocks.0.hook_resid_pre": torch.zeros(3)})
+
+
+def test_edit_function_returning_wrong_shape(tiny_gpt):
+    with pytest.raises(PatchError, match="must return a tensor"):
+        tiny_gpt.run("The robot", patch={"blocks.0.hook_resid_pre": lambda v, c: v[0]})
+
+
+def test_patch_value_that_is_not_a_tensor(tiny_gpt):
+    with pytest.raises(PatchError, match="tensor or a function"):
+        tiny_gpt.run("The robot", patch={"blocks.0.hook_resid_pre": 3.0})
+
+
+def test_patch_that_never_fires(tiny_gpt):
+    """A point whose module the forward never calls (an adapter listing a module it does not use)."""
+    from probe.adapters import Point
+    from probe.hooks import forward_capture
+
+    class Extra(type(tiny_gpt.adapter)):
+        def points(self):
+            return super().points() + [Point("never.hook_out", torch.nn.Identity())]
+
+    ids, mask = tiny_gpt.encode(["The robot"])
+    with pytest.raises(PatchError, match="never fired"):
+        forward_capture(
+            Extra(tiny_gpt.hf, "causal"), ids, mask, ["hook_embed"], patch={"never.hook_out": lambda v, c: v}
+        )
+
+
+def test_patch_position_out_of_range(tiny_gpt):
+    with pytest.raises(PatchError, match="position 40 is out of range"):
+        probe.steer(tiny_gpt, "The robot", torch.zeros(tiny_gpt.d_model), layer=0, positions=[40])
+
+
+def test_ablate_bad_head(tiny_gpt):
+    with pytest.raises(InputError, match="head 99 is out of range"):
+        probe.ablate(tiny_gpt, "The robot", heads=[(0, 99)])
+
+
+def test_patching_texts_of_different_length(tiny_gpt):
+    with pytest.raises(InputError, match="same number of tokens"):
+        probe.patching(tiny_gpt, "The robot must not", "A cat", metric=("logit_diff", " the", " a"))

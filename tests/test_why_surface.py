@@ -1,0 +1,132 @@
+"""The "why" analyses from the CLI (probe attribute, probe patch), in reports (sections=) and examples."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from probe.cli import app
+from probe.errors import InputError
+from probe.report import report
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT = "The robot must [MASK] hurt the human."
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return CliRunner()
+
+
+def one_line_error(result, *needles):
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in result.output
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_cli_attribute_csv_and_json(runner, tiny_gpt_path):
+    result = runner.invoke(app, ["attribute", "The robot must not hurt the", "-m", tiny_gpt_path, "--csv"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(io.StringIO(result.stdout))
+    assert list(frame.columns) == ["position", "token", "attribution", "method"]
+    result = runner.invoke(app, ["attribute", "The robot must not", "-m", tiny_gpt_path, "-t", " the", "--json"])
+    payload = json.loads(result.stdout)
+    assert payload["target"] == " the" and payload["method"] == "integrated_gradients" and payload["rows"]
+    span = payload["target_value"] - payload["baseline_value"]
+    assert sum(r["attribution"] for r in payload["rows"]) == pytest.approx(span, rel=0.05)
+
+
+def test_cli_patch_table_and_csv(runner, tiny_bert_path):
+    clean, bad = "The robot must [MASK] hurt the human.", "The human must [MASK] hurt the human."
+    result = runner.invoke(app, ["patch", clean, bad, "-m", tiny_bert_path])
+    assert result.exit_code == 0, result.output
+    assert "normalized_effect" in result.stdout
+    result = runner.invoke(app, ["patch", clean, bad, "-m", tiny_bert_path, "--over", "heads", "--csv"])
+    frame = pd.read_csv(io.StringIO(result.stdout))
+    assert list(frame.columns) == ["layer", "head", "effect", "normalized_effect"]
+
+
+def test_cli_patch_texts_of_different_length(runner, tiny_gpt_path):
+    result = runner.invoke(app, ["patch", "The robot must not hurt the", "A cat", "-m", tiny_gpt_path])
+    one_line_error(result, "same number of tokens")
+
+
+def test_cli_attribute_empty_target(runner, tiny_gpt_path):
+    one_line_error(runner.invoke(app, ["attribute", "The robot", "-m", tiny_gpt_path, "-t", ""]), "no tokens")
+
+
+def test_cli_attribute_position_out_of_range(runner, tiny_gpt_path):
+    result = runner.invoke(app, ["attribute", "The robot", "-m", tiny_gpt_path, "--position", "30"])
+    one_line_error(result, "position 30 is out of range")
+
+
+def test_cli_report_section_patching_needs_corrupted(runner, tiny_gpt_path, tmp_path):
+    result = runner.invoke(app, ["report", "-m", tiny_gpt_path, "-s", "patching", "-o", str(tmp_path / "r.html")])
+    one_line_error(result, "corrupted")
+
+
+def test_unknown_report_section(tiny_gpt, tmp_path):
+    with pytest.raises(InputError, match="unknown report section 'saliency'"):
+        report(TEXT, [tiny_gpt], tmp_path / "r.html", sections=["saliency"])
+
+
+@pytest.fixture(scope="module")
+def why_report(tiny_gpt, tiny_bert, tmp_path_factory):
+    path = tmp_path_factory.mktemp("why") / "why.html"
+    text = f"The robot must [MASK] hurt the {HOSTILE} human."
+    bad = f"The human must [MASK] hurt the {HOSTILE} human."  # one token for one in the fixtures' vocabulary
+    sections = ["attribution", "patching", "factors", "cka"]
+    return report(text, [tiny_gpt, tiny_bert], path, sections=sections, corrupted=bad)
+
+
+def test_report_why_sections(why_report):
+    from test_report import EXTERNAL, figure_specs, split_plotly
+
+    doc = why_report.read_text(encoding="utf-8")
+    _, rest = split_plotly(doc)
+    for title in ("Why: attribution", "Why: activation patching", "Why: neuron factors", "Why: layer similarity"):
+        assert title in rest
+    # 2 comparison + 2 x 9 per model, then 2 attribution + 2 x 2 patching + 2 factors + (2 + 1) CKA
+    assert len(figure_specs(doc)) == 2 + 2 * 9 + 2 + 4 + 2 + 3
+    assert not EXTERNAL.search(rest)
+    assert "<img" not in rest.lower() and "&lt;img src=x onerror=alert(1)&gt;" in rest
+    assert rest.count("<script") == len(figure_specs(doc)) + 3
+
+
+def test_report_why_sections_in_chromium(why_report, tmp_path):
+    from test_report import CHROMIUM, chromium_dom, console_lines, figure_specs
+
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed")
+    dom, log = chromium_dom(why_report, tmp_path)
+    n = len(figure_specs(why_report.read_text(encoding="utf-8")))
+    assert dom.count('class="plot-container plotly"') == n, "every figure is drawn"
+    assert "<img" not in dom.lower()
+    assert not console_lines(log), console_lines(log)
+
+
+def _example(name: str):
+    spec = importlib.util.spec_from_file_location(f"why_example_{name}", ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["why_attribution", "why_patching", "why_factors"])
+def test_why_examples_run(name, tiny_gpt_path, tiny_bert_path, tmp_path, capsys):
+    argv = ["-m", tiny_gpt_path, "-m", tiny_bert_path, "--out", str(tmp_path)]
+    if name == "why_patching":
+        argv += ["--corrupted", "The human must [MASK] hurt the human."]
+    path = _example(name).main(argv)
+    html = path.read_text(encoding="utf-8")
+    assert html.count('class="probe-figure"') >= 2
+    assert "wrote" in capsys.readouterr().out
