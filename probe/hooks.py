@@ -4,7 +4,10 @@ Speed rules, all measured in ``benchmarks/capture.py``:
 - only requested points get a hook, and each stores a reference (no copy) of the module's value;
 - the forward stops as soon as the last requested value is stored (an exception out of the hook);
 - the LM head runs only if ``logits`` is requested, and then on the stored final residual;
-- the eager attention kernel (which materialises patterns) only when a pattern is requested.
+- the eager attention kernel (which materialises patterns) only when a pattern is requested, switched
+  by one config attribute after HF's first checked switch;
+- per run, the Point table is reused (rebuilt only if a module was swapped) and exact names are looked
+  up in a set: together ~1 ms less per run on GPT-2 small, where a GPU forward takes a few ms.
 
 Writing (``patch=``) goes through the same Points: a patched point's hook edits the picked value and
 hands ``point.put(...)`` back to the forward pass, before any capture on the same module, so what is

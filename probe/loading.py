@@ -328,7 +328,8 @@ def load_hf(name_or_path, *, device=None, dtype=None, revision=None, allow_pickl
         # slow and imprecise on CPUs; transformers >= 5 would otherwise keep the stored dtype.
         try:
             if delta:
-                hf = _load_delta(path, config, auto, torch_dtype)
+                # a delta over a packaged base has no single stored dtype: "auto" is float32 there
+                hf = _load_delta(path, config, auto, torch.float32 if torch_dtype == "auto" else torch_dtype)
             else:
                 hf = auto.from_pretrained(
                     source,

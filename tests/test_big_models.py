@@ -65,3 +65,12 @@ def test_offload_moves_every_capture_inside_the_hook(tiny_gpt):
 def test_offload_to_a_non_device_is_one_clear_error(tiny_gpt):
     with pytest.raises(probe.InputError, match="offload='gpu0' is not a device"):
         tiny_gpt.run(TEXT, offload="gpu0")
+
+
+def test_dtype_auto_on_a_delta_checkpoint_is_float32():
+    from probe.defaults import available
+
+    if not available("minilm-mlm"):
+        pytest.skip("minilm-mlm needs its base package")
+    model = probe.load("minilm-mlm", dtype="auto")
+    assert next(model.hf.parameters()).dtype == torch.float32
