@@ -4,6 +4,7 @@
   1 s; ``import probe`` must not import torch);
 - load: each model in a fresh process, from the converted-checkpoint cache (target: SmolLM2 <= 3 s), and
   with ``--first`` SmolLM2's first load into an empty cache (GGUF conversion);
+- report: ``probe.report`` in a fresh process, loading included (target: 10 s on the bundled pair);
 - forward and capture on SmolLM2 at 128 tokens: the bare body vs probe capturing every resid_post, only
   layer 2, and HF ``output_hidden_states``; ratios to the body.
 
@@ -90,6 +91,11 @@ def main() -> None:
     rows.append(("load", "smollm2-135m, cached, fresh process", inner(load.format("smollm2-135m"), args.reps), 3.0))
     rows.append(("load", "minilm-mlm, fresh process", inner(load.format("minilm-mlm"), args.reps), None))
     rows.append(("load", "tiny-gpt, fresh process", inner(load.format("tiny-gpt"), args.reps), None))
+    report = "import probe, tempfile, os; probe.report(models={}, path=os.path.join(tempfile.mkdtemp(), 'r.html'))"
+    rows.append(
+        ("report", "tiny-gpt + tiny-bert, loading included", inner(report.format("['tiny-gpt', 'tiny-bert']"), 1), 10.0)
+    )
+    rows.append(("report", "smollm2-135m + minilm-mlm, loading included", inner(report.format("None"), 1), None))
 
     import torch
 

@@ -136,8 +136,8 @@ def device(value: Any):
 
 def dtype(value: Any):
     """``load(dtype=)``: None, or a floating-point dtype (name or torch.dtype) a model can run in."""
-    if value is None:
-        return None
+    if value is None or value == "auto":  # "auto": the dtype the checkpoint is stored in
+        return value
     import torch
 
     name = str(value).removeprefix("torch.") if isinstance(value, (str, torch.dtype)) else None

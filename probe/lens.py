@@ -53,7 +53,7 @@ def logit_lens(run: Run, k: int = 5, position: int | None = None, target=None, i
     n = model.n_layers
     with torch.inference_mode():
         stacked = torch.stack([run.resid(layer)[index, pos] for layer in range(n)])  # [n_layers, d_model]
-        logits = list(model.adapter.head(stacked).float())
+        logits = list(model.adapter.head(stacked.to(model.device)).float())  # the run may be offloaded
     # the top layer is the model's own output: take it from the same place predictions() does
     logits.append(run.logits_at(pos, index).float())
     tid = target_id(model, target) if target is not None else None

@@ -212,7 +212,7 @@ def gguf_checkpoint(file: Path, display: str) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from probe.adapters import ADAPTERS
+    from probe.adapters import FAMILIES, supported
 
     start = time.perf_counter()
     print(
@@ -225,10 +225,10 @@ def gguf_checkpoint(file: Path, display: str) -> Path:
             config = AutoConfig.from_pretrained(file.parent, gguf_file=file.name)
         except (ValueError, OSError, KeyError) as err:
             raise LoadError(f"cannot read {file}: {str(err).splitlines()[0]}") from None
-        if config.model_type not in ADAPTERS:
+        if config.model_type not in FAMILIES:
             raise LoadError(
                 f"{file.name} is a {config.model_type} model, which probe has no adapter for yet; "
-                f"supported families: {', '.join(sorted(ADAPTERS))}"
+                f"supported families: {supported()}"
             )
         tokenizer = AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name)
         hf = AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name, dtype=torch.float32)
@@ -293,7 +293,7 @@ def _load_delta(folder: Path, config, auto, torch_dtype):
     return hf
 
 
-def load_hf(name_or_path, *, device=None, dtype=None, revision=None, allow_pickle=False):
+def load_hf(name_or_path, *, device=None, dtype=None, revision=None, allow_pickle=False, device_map=None):
     """Load (hf_model, tokenizer, kind, display name). See ``probe.load`` for the public contract."""
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
@@ -315,12 +315,12 @@ def load_hf(name_or_path, *, device=None, dtype=None, revision=None, allow_pickl
         except ValueError as err:
             raise LoadError(f"cannot read the config of '{source}': {str(err).splitlines()[0]}") from None
 
-        from probe.adapters import ADAPTERS
+        from probe.adapters import FAMILIES, supported
 
-        if config.model_type not in ADAPTERS:
+        if config.model_type not in FAMILIES:
             raise LoadError(
                 f"'{name}' is a {config.model_type} model, which probe has no adapter for yet; "
-                f"supported families: {', '.join(sorted(ADAPTERS))}"
+                f"supported families: {supported()}"
             )
         kind = _kind(config)
         auto = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM, "encoder": AutoModel}[kind]
@@ -328,10 +328,16 @@ def load_hf(name_or_path, *, device=None, dtype=None, revision=None, allow_pickl
         # slow and imprecise on CPUs; transformers >= 5 would otherwise keep the stored dtype.
         try:
             if delta:
-                hf = _load_delta(path, config, auto, torch_dtype)
+                # a delta over a packaged base has no single stored dtype: "auto" is float32 there
+                hf = _load_delta(path, config, auto, torch.float32 if torch_dtype == "auto" else torch_dtype)
             else:
                 hf = auto.from_pretrained(
-                    source, config=config, dtype=torch_dtype, use_safetensors=None if allow_pickle else True, **common
+                    source,
+                    config=config,
+                    dtype=torch_dtype,
+                    use_safetensors=None if allow_pickle else True,
+                    **common,
+                    **({"device_map": device_map} if device_map is not None else {}),  # accelerate places layers
                 )
             tokenizer = AutoTokenizer.from_pretrained(source, **common)
         except OSError as err:
@@ -344,7 +350,7 @@ def load_hf(name_or_path, *, device=None, dtype=None, revision=None, allow_pickl
                 raise LoadError(f"cannot load the checkpoint in {path}: {str(err).splitlines()[0]}") from None
             raise _hub_error(source, err) from None
     hf.eval()
-    if device is not None:
+    if device is not None and device_map is None:
         hf.to(device)
     return hf, tokenizer, kind, name
 
@@ -352,12 +358,12 @@ def load_hf(name_or_path, *, device=None, dtype=None, revision=None, allow_pickl
 def _dtype(dtype):
     import torch
 
-    if dtype is None or isinstance(dtype, torch.dtype):
+    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":  # "auto": the checkpoint's own
         return dtype
     try:
         value = getattr(torch, str(dtype))
     except AttributeError:
         value = None
     if not isinstance(value, torch.dtype):
-        raise LoadError(f"unknown dtype '{dtype}'; use float32, float16 or bfloat16")
+        raise LoadError(f"unknown dtype '{dtype}'; use float32, float16, bfloat16 or auto")
     return value

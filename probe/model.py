@@ -206,6 +206,7 @@ class Model:
         truncate: bool = False,
         grad: bool = False,
         patch: dict | None = None,
+        offload: str | torch.device | None = None,
     ):
         """Run text through the model and capture hook values.
 
@@ -220,6 +221,9 @@ class Model:
                 function ``fn(value, ctx) -> value`` edits it (``ctx``: ``probe.PatchContext``). Head
                 splits work (``attn.hook_z`` [batch, pos, head, d_head], ``attn.hook_pattern``). Captured
                 values are the patched model's.
+            offload: a device ("cpu") to move each captured tensor to as soon as it is produced, inside
+                the hook, so GPU memory stays flat however many hooks are captured; None keeps them where
+                the model computes them.
 
         Returns:
             Run: ``run["blocks.0.hook_resid_post"]`` [batch, pos, d_model], predictions, logit lens, frames.
@@ -251,6 +255,7 @@ class Model:
         names = self.default_hooks if hooks is None else resolve_names(hooks, self.hook_names, self.name)
         if not names:
             raise InputError("hooks=[] captures nothing; pass hook names or patterns, or None for the default set")
+        offload = _offload_device(offload)
         ids, mask = ids.to(self.device), mask.to(self.device)
         if patch:
             from probe.intervene import resolve_patch
@@ -265,6 +270,7 @@ class Model:
                 grad=grad,
                 patch=_chunk(patch, s, batch_size, len(ids)) if patch else None,
                 context=_context(ids, mask, s, batch_size) if patch else None,
+                offload=offload,
             )
             for s in range(0, len(ids), batch_size)
         ]
@@ -325,6 +331,17 @@ def _context(ids: torch.Tensor, mask: torch.Tensor, start: int, size: int):
     return PatchContext(
         name="", layer=None, ids=ids[start : start + size], mask=mask[start : start + size], offset=start
     )
+
+
+def _offload_device(offload) -> torch.device | None:
+    if offload is None:
+        return None
+    try:
+        return torch.device(offload)
+    except (RuntimeError, TypeError):
+        raise InputError(
+            f"offload={offload!r} is not a device; use offload='cpu' (or None to keep tensors in place)"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -406,15 +423,20 @@ def load(
     dtype: str | torch.dtype | None = None,
     revision: str | None = None,
     allow_pickle: bool = False,
+    device_map: str | dict | None = None,
 ) -> Model:
     """Load a pretrained transformer: a bundled name, a local checkpoint folder or a hub id.
 
     Args:
         name_or_path: "tiny-gpt", "tiny-bert", a folder with config.json + safetensors, or "gpt2", ...
         device: "cpu", "cuda", ...; default: where transformers puts it (CPU).
-        dtype: float32 (default), float16, bfloat16.
+        dtype: float32 (default), float16, bfloat16, or "auto" (the dtype the checkpoint is stored in).
         revision: a hub branch, tag or commit.
         allow_pickle: also accept .bin (pickle) weights, which can execute code when loaded.
+        device_map: handed to transformers (needs ``accelerate``): "auto" spreads a model larger than one
+            GPU over the GPUs (and CPU); also "cpu", "cuda:0" or a {module: device} dict. Use instead of
+            ``device``. Pair with ``dtype="bfloat16"`` (or "auto") for big models, and with
+            ``run(..., offload="cpu")`` to keep captured activations off the GPU.
 
     Example:
         >>> gpt = probe.load("tiny-gpt"); gpt.kind
@@ -430,4 +452,20 @@ def load(
     allow_pickle = check.boolean(allow_pickle, "allow_pickle")
     if revision is not None and not isinstance(revision, str):
         raise InputError(f"revision must be a branch, tag or commit (str), got {revision!r}")
-    return Model(*load_hf(name_or_path, device=device, dtype=dtype, revision=revision, allow_pickle=allow_pickle))
+    if device_map is not None:
+        _check_device_map(device, device_map)
+    hf = load_hf(
+        name_or_path, device=device, dtype=dtype, revision=revision, allow_pickle=allow_pickle, device_map=device_map
+    )
+    return Model(*hf)
+
+
+def _check_device_map(device, device_map) -> None:
+    import importlib.util
+
+    from probe.errors import LoadError
+
+    if device is not None:
+        raise LoadError("pass device= or device_map=, not both; device_map='auto' places every layer itself")
+    if importlib.util.find_spec("accelerate") is None:
+        raise LoadError("device_map= needs the accelerate package; `pip install accelerate`, or pass device= instead")

@@ -99,7 +99,10 @@ def verify(model: Model | str, texts: list[str] | str | None = None) -> pd.DataF
         )
     final = run[f"blocks.{n - 1}.hook_resid_post"]
     norm_in_body = "ln_final.hook_normalized" in run and "ln_final.hook_normalized" not in adapter.head_points
-    if norm_in_body:
+    last = getattr(adapter, "last_hidden_hook", None)
+    if last is not None and last in run:
+        check(f"hidden_states[{n}] = {last}", run[last][real], out.hidden_states[n][real])
+    elif norm_in_body:
         check(
             f"hidden_states[{n}] = ln_final.hook_normalized",
             run["ln_final.hook_normalized"][real],

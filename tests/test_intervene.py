@@ -33,7 +33,7 @@ def test_resid_pre_0_from_corrupted_reproduces_corrupted_logits(tiny):
     assert torch.equal(patched["logits"], corrupted["logits"])
 
 
-@pytest.mark.parametrize("family", ["gpt", "bert"])
+@pytest.mark.parametrize("family", ["gpt", "bert", "llama"])
 def test_zero_ablating_a_head_equals_transformerlens(family, request):
     pytest.importorskip("transformer_lens")
     from transformer_lens.model_bridge import TransformerBridge

@@ -55,7 +55,10 @@ def _bridge(model, path):
     pytest.importorskip("transformer_lens")
     from transformer_lens.model_bridge import TransformerBridge
 
-    return TransformerBridge.boot_transformers(path, hf_model=model.hf, tokenizer=model.tokenizer)
+    # a fresh copy of the weights: booting the bridge changes the HF model it wraps, which would leak into
+    # every later test of the session-wide model
+    hf = type(model.hf).from_pretrained(path).eval()
+    return TransformerBridge.boot_transformers(path, hf_model=hf, tokenizer=model.tokenizer)
 
 
 @pytest.mark.parametrize("family", ["gpt", "bert"])

@@ -33,6 +33,10 @@ class Point:
     cols: tuple[int, int] | None = None  # slice of the last dim (GPT-2's fused q|k|v projection)
     heads: int | None = None  # split the last dim into [heads, d_head]
     fn: Callable | None = None  # side="kwargs" only: (args, kwargs) -> value
+    # slice of the last dim after the head split (GPT-NeoX's fused qkv is laid out per head: [q_h | k_h | v_h])
+    head_cols: tuple[int, int] | None = None
+    # the module sees [batch * pos, ...] (OPT's MLP flattens tokens); capture restores [batch, pos, ...]
+    flat: bool = False
 
     def pick(self, value) -> torch.Tensor:
         if self.fn is not None:
@@ -43,6 +47,8 @@ class Point:
             value = value[..., self.cols[0] : self.cols[1]]
         if self.heads is not None:
             value = value.unflatten(-1, (self.heads, -1))
+        if self.head_cols is not None:
+            value = value[..., self.head_cols[0] : self.head_cols[1]]
         return value
 
     def put(self, value, new: torch.Tensor):
@@ -52,9 +58,13 @@ class Point:
         shape and container (tuple item, full width of a fused projection), so it can be handed back to
         the forward pass. This is what lets patching, ablation and steering write through any Point.
         """
+        whole = value[self.item] if self.item is not None else value
+        if self.head_cols is not None:  # put the slice back into the full heads first (GPT-NeoX's fused qkv)
+            a, b = self.head_cols
+            full = whole.unflatten(-1, (self.heads, -1))
+            new = torch.cat([full[..., :a], new, full[..., b:]], dim=-1)
         if self.heads is not None:
             new = new.flatten(-2)
-        whole = value[self.item] if self.item is not None else value
         if self.cols is not None:
             a, b = self.cols
             new = torch.cat([whole[..., :a], new, whole[..., b:]], dim=-1)
@@ -73,6 +83,9 @@ class Adapter:
     # How a block adds to the residual stream, for ``probe.verify``'s identities: "pre_ln" (GPT-2, Llama),
     # "post_ln" (BERT) or "parallel" (attention and MLP read the same input: GPT-NeoX, GPT-J).
     block_form: str = "pre_ln"
+    # The hook equal to HF's last hidden state when it is neither ``ln_final.hook_normalized`` nor the last
+    # ``hook_resid_post`` (OPT-350m projects it: ``project_out.hook_out``); read by ``probe.verify``.
+    last_hidden_hook: str | None = None
     # Hook points inside the LM head rather than the body (fired by ``head``, not by the body's forward).
     head_points: frozenset[str] = frozenset()
 
@@ -101,6 +114,19 @@ class Adapter:
         """Every hook point, in forward order (``logits`` is added by the capture code)."""
         raise NotImplementedError
 
+    @property
+    def point_map(self) -> dict[str, Point]:
+        """``points()`` by name, rebuilt only when the module tree changed.
+
+        Building GPT-2 small's table takes ~0.4 ms (a tenth of a GPU forward); checking that no module
+        was swapped since (LoRA wrapping a projection, a bridge wrapping blocks) takes ~0.03 ms.
+        """
+        key = _module_ids(self.hf)
+        cached = self.__dict__.get("_point_cache")
+        if cached is None or cached[0] != key:
+            cached = self._point_cache = (key, {p.name: p for p in self.points()})
+        return cached[1]
+
     def body_inputs(self, ids: torch.Tensor, mask: torch.Tensor) -> dict:
         return {"input_ids": ids, "attention_mask": mask}
 
@@ -114,3 +140,14 @@ class Adapter:
             f"{self.name or self.family} is a bare encoder with no language-model head, so it has "
             "no token distribution; load a checkpoint with an LM head (e.g. tiny-bert, bert-base-uncased)"
         )
+
+
+def _module_ids(root: nn.Module) -> tuple[int, ...]:
+    """Identities of every module under ``root`` (the cached table holds them, so ids are not reused)."""
+    ids, stack = [id(root)], [root]
+    while stack:
+        for child in stack.pop()._modules.values():
+            if child is not None:
+                ids.append(id(child))
+                stack.append(child)
+    return tuple(ids)

@@ -21,11 +21,12 @@ class BertAdapter(Adapter):
     family = "bert"
     block_form = "post_ln"
     head_points = frozenset({"ln_final.hook_normalized"})  # the MLM head's transform LayerNorm
+    body_attr = "bert"  # where the task models keep the encoder (RoBERTa reuses this adapter)
 
     def __init__(self, hf, kind):
         super().__init__(hf, kind)
         c = self.config
-        self.body = getattr(hf, "bert", hf)
+        self.body = getattr(hf, self.body_attr, hf)
         self.blocks = self.body.encoder.layer
         self.n_layers, self.n_heads, self.d_model = c.num_hidden_layers, c.num_attention_heads, c.hidden_size
         self.d_mlp, self.vocab_size, self.n_ctx = c.intermediate_size, c.vocab_size, c.max_position_embeddings
@@ -57,9 +58,13 @@ class BertAdapter(Adapter):
                 Point(p + "hook_resid_mid", b.output.LayerNorm, side="in"),
                 Point(p + "hook_resid_post", b),
             ]
-        if self.kind == "masked":
-            pts.append(Point("ln_final.hook_normalized", self.hf.cls.predictions.transform.LayerNorm))
+        if self.head_norm() is not None:
+            pts.append(Point("ln_final.hook_normalized", self.head_norm()))
         return pts
+
+    def head_norm(self):
+        """The LM head's LayerNorm (``ln_final.hook_normalized``), or None without a head."""
+        return self.hf.cls.predictions.transform.LayerNorm if self.kind == "masked" else None
 
     def body_inputs(self, ids: torch.Tensor, mask: torch.Tensor) -> dict:
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
