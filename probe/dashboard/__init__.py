@@ -146,7 +146,8 @@ def start(
         Server with ``url``; ``server.stop()`` shuts it down.
 
     Example:
-        >>> with probe.dashboard.start(["tiny-gpt", "tiny-bert"]) as server: print(server.url)
+        >>> from probe.dashboard import start
+        >>> with start(["tiny-gpt", "tiny-bert"]) as server: print(server.url)
     """
     from werkzeug.serving import make_server
 

@@ -1,8 +1,9 @@
 """The Dash app: a text box, model pickers and the report's figures, redrawn live.
 
 The page asks for its figures in a few independent requests, so a change redraws only what depends on
-it: the comparison (text, models), the model views (text, model in detail, focused token) and attention
-(those, plus layer and head). Every callback is a pure function of its inputs and a Workbench (cached,
+it: the comparison (text, models), the model views (text, model in detail, focused token), attention
+(those, plus layer and head), and the logit lens, the slow one, asked for once the quick views are back so
+they never wait for it. Each figure dims under its own spinner while it is redrawn. Every callback is a pure function of its inputs and a Workbench (cached,
 locked): nothing about one user's request is kept where another's could read it. Bad input becomes a
 message in the page; the server keeps serving.
 """
@@ -386,7 +387,7 @@ def layout(bench: Workbench, notice: str | None, why: Sequence[str] = ()) -> Any
 
 
 def make_app(bench: Workbench, notice: str | None = None) -> dash.Dash:
-    """The Dash app over ``bench``: layout and callbacks; serve it with ``probe.dashboard.start``.
+    """The Dash app over ``bench``: layout and callbacks; serve it with ``start`` (``from probe.dashboard import start``).
 
     Everything is served from the installed packages (``serve_locally``): no CDN, no external font.
     """
