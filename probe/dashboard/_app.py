@@ -586,6 +586,8 @@ def make_app(bench: Workbench, notice: str | None = None) -> dash.Dash:
             Input("detail", "value"),
         )
         def patching(text, corrupted, name):
+            if not (corrupted or "").strip():  # nothing typed yet: the box's placeholder says what to do
+                return blank(), ""
             try:
                 return bench.patching(name, text, corrupted), ""
             except Exception as err:
