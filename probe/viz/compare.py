@@ -125,12 +125,15 @@ def compare_layers(frame: pd.DataFrame) -> go.Figure:
     for i, (model, part) in enumerate(layers.groupby("model", sort=False)):
         word = part["word"].iloc[0]
         names = ["embeddings"] + [f"after block {b}" for b in range(int(part["n_layers"].iloc[0]))]
+        # rank labels on every point read well up to ~12 layers; deeper models (SmolLM2: 30) keep the
+        # labels of the last few layers, where the decision happens, and the rest is in the hover
+        label_from = max(0, len(part) - 6) if len(part) > 13 else 0
         fig.add_trace(
             go.Scatter(
                 x=part["layer"].tolist(),
                 y=part["target_rank"].tolist(),
                 mode="lines+markers+text",
-                text=[str(r) for r in part["target_rank"]],
+                text=[str(r) if j >= label_from else "" for j, r in enumerate(part["target_rank"])],
                 textposition="top center",
                 name=f"{esc(model)}: {esc(repr(word))}",
                 line={"color": PALETTE[i % len(PALETTE)], "width": 2.5},
