@@ -8,7 +8,10 @@
 - forward and capture on SmolLM2 at 128 tokens: the bare body vs probe capturing every resid_post, only
   layer 2, and HF ``output_hidden_states``; ratios to the body.
 
-    python benchmarks/real_models.py [--reps 5] [--first]
+    python benchmarks/real_models.py [--reps 5] [--first] [--threads 1]
+
+On a 2-core machine with another busy process, torch's default of 2 threads ran SmolLM2's forward 20x
+slower (5.2 s instead of 0.26 s: its OpenMP threads wait on each other); pass ``--threads 1`` there.
 """
 
 from __future__ import annotations
@@ -66,6 +69,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--first", action="store_true", help="also time SmolLM2's first load into an empty cache")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default torch's); use 1 on a shared machine"
+    )
     args = ap.parse_args()
 
     rows = []
@@ -89,6 +95,8 @@ def main() -> None:
             )
     load = "import probe; probe.load('{}')"
     rows.append(("load", "smollm2-135m, cached, fresh process", inner(load.format("smollm2-135m"), args.reps), 3.0))
+    imports = "import torch, transformers; from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer"
+    rows.append(("load", "  of which: import torch + transformers", inner(imports, args.reps), None))
     rows.append(("load", "minilm-mlm, fresh process", inner(load.format("minilm-mlm"), args.reps), None))
     rows.append(("load", "tiny-gpt, fresh process", inner(load.format("tiny-gpt"), args.reps), None))
     report = "import probe, tempfile, os; probe.report(models={}, path=os.path.join(tempfile.mkdtemp(), 'r.html'))"
@@ -101,6 +109,8 @@ def main() -> None:
 
     import probe
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = probe.load("smollm2-135m")
     ids = torch.randint(100, model.vocab_size, (1, args.seq))
     mask = torch.ones_like(ids)
