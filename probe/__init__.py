@@ -28,6 +28,9 @@ _LAZY = {
     "models": "probe.cards",
     "verify": "probe.verify",
     "default_models": "probe.defaults",
+    "extract": "probe.extract",
+    "load_activations": "probe.extract",
+    "fit_probes": "probe.probing",
 }
 
 __all__ = [
@@ -39,6 +42,9 @@ __all__ = [
     "models",
     "verify",
     "default_models",
+    "extract",
+    "load_activations",
+    "fit_probes",
     "ProbeError",
     "LoadError",
     "HookNameError",
@@ -67,7 +73,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from probe.cards import models
     from probe.compare import compare
     from probe.defaults import default_models
+    from probe.extract import extract, load_activations
     from probe.model import Model, load
+    from probe.probing import fit_probes
     from probe.report import report
     from probe.run import Run
     from probe.verify import verify

@@ -259,6 +259,58 @@ def run_(
 
 @app.command()
 @_errors_as_one_line
+def extract(
+    model: Annotated[str, typer.Argument(help="Model name, local checkpoint folder or hub id.")],
+    source: Annotated[str, typer.Argument(help="Corpus: .txt (one text a line), .jsonl, .csv or .parquet.")],
+    hooks: Annotated[
+        list[str], typer.Option("--hooks", help="Hook name or glob, e.g. 'blocks.*.hook_resid_post'; repeatable.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the Parquet shards and manifest.")],
+    positions: Annotated[str, typer.Option(help="all | first | last | mask | mean (one row per text).")] = "all",
+    dtype: Annotated[str, typer.Option(help="float16 | float32 storage.")] = "float16",
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 32,
+    max_length: Annotated[int | None, typer.Option(help="Cut texts to this many tokens (default: context).")] = None,
+    text_column: Annotated[str, typer.Option(help="Text column of a .jsonl/.csv/.parquet corpus.")] = "text",
+    docs_per_shard: Annotated[int | None, typer.Option(help="Texts per shard (default: ~64 MB shards).")] = None,
+    engine: Annotated[str, typer.Option(help="local | ray (Ray Data; pip install 'probe[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address, e.g. ray://head:10001 or auto.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No size estimate, no progress bar.")] = False,
+) -> None:
+    """Extract activations over a corpus into a folder of Parquet shards (resumable: re-run to continue).
+
+    Examples:
+
+      probe extract tiny-gpt corpus.txt --hooks 'blocks.*.hook_resid_post' --out acts
+
+      probe extract tiny-bert labels.csv --hooks blocks.3.hook_resid_post --positions mask --out mask_acts
+
+      probe extract tiny-gpt corpus.jsonl --hooks blocks.1.hook_resid_post --out acts --engine ray --address auto
+    """
+    from probe.extract import extract as run_extract
+
+    manifest = run_extract(
+        model,
+        source,
+        hooks=hooks,
+        out=out,
+        positions=positions,
+        dtype=dtype,
+        batch_size=batch_size,
+        max_length=max_length,
+        engine=engine,
+        text_column=text_column,
+        docs_per_shard=docs_per_shard,
+        address=address,
+        quiet=quiet,
+    )
+    c = manifest["counts"]
+    typer.echo(
+        f"wrote {out}: {c['rows']:,} rows from {c['texts']:,} texts ({c['tokens']:,} tokens) in {c['shards']} shard(s)"
+    )
+
+
+@app.command()
+@_errors_as_one_line
 def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON records.")] = False,
 ) -> None:
