@@ -309,6 +309,62 @@ def extract(
     )
 
 
+@app.command("fit-probes")
+@_errors_as_one_line
+def fit_probes_(
+    data: Annotated[str, typer.Argument(help="Extraction folder (probe extract) or a Parquet file.")],
+    label: Annotated[str, typer.Argument(help="Label column (e.g. one carried from the corpus).")],
+    hooks: Annotated[list[str] | None, typer.Option("--hooks", help="Hook names or globs; default: all.")] = None,
+    cv: Annotated[int, typer.Option(help="Folds, split by document.")] = 5,
+    control: Annotated[bool, typer.Option("--control/--no-control", help="Fit the control task too.")] = True,
+    max_rows: Annotated[int, typer.Option(help="Rows sampled at most (0: all).")] = 20_000,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write the figure and table as a page.")] = None,
+    csv: Annotated[bool, typer.Option("--csv", help="Print the scores as CSV instead of a table.")] = False,
+) -> None:
+    """Fit a linear probe per hook for LABEL: accuracy, control-task accuracy and selectivity per layer.
+
+    Examples:
+
+      probe fit-probes acts label --hooks 'blocks.*.hook_resid_post'
+
+      probe fit-probes acts label --html probes.html --csv > probes.csv
+    """
+    from probe.probing import fit_probes
+
+    scores, fig = fit_probes(data, label, hooks=hooks, cv=cv, control=control, max_rows=max_rows or None)
+    if html is not None:
+        from probe.report import page
+
+        path = page(
+            [
+                ("Accuracy per layer", "probe accuracy (line) over the control task (shaded)", fig),
+                ("Scores", "", scores),
+            ],
+            html,
+            title=f"Linear probes for '{label}'",
+            subtitle=str(data),
+        )
+        typer.echo(f"wrote {path}", err=csv)
+    if csv:
+        typer.echo(scores.to_csv(index=False), nl=False)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Linear probes for '{_escape(label, markup=False)}' ({scores['metric'].iloc[0]})")
+    for col in ("hook", "layer", "accuracy", "control_accuracy", "selectivity", "n"):
+        table.add_column(col, justify="left" if col == "hook" else "right")
+    for r in scores.itertuples(index=False):
+        table.add_row(
+            _escape(r.hook, markup=False),
+            str(r.layer),
+            f"{r.accuracy:.3f}",
+            f"{r.control_accuracy:.3f}",
+            f"{r.selectivity:.3f}",
+            str(r.n),
+        )
+    _console().print(table)
+
+
 @app.command()
 @_errors_as_one_line
 def models(

@@ -17,6 +17,7 @@ from probe.viz.attention import attention, attention_entropy, attention_grid, at
 from probe.viz.compare import compare_layers, comparison
 from probe.viz.lens import lens_table, lens_target, logit_lens
 from probe.viz.predictions import generation, predictions
+from probe.viz.probing import probe_accuracy
 from probe.viz.tokens import tokens
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ __all__ = [
     "neurons",
     "comparison",
     "compare_layers",
+    "probe_accuracy",
 ]
 
 
