@@ -38,6 +38,7 @@ def fit_probes(
     task: str = "auto",
     max_rows: int | None = 20_000,
     seed: int = 0,
+    scoring: str = "accuracy",
 ) -> tuple[pd.DataFrame, go.Figure]:
     """Fit one linear probe per hook for ``label`` and report accuracy, control accuracy and selectivity.
 
@@ -53,11 +54,13 @@ def fit_probes(
             float labels with more than 20 distinct values).
         max_rows: rows sampled (seeded) when there are more, to bound the fit time; None for all.
         seed: for the sampling and the control labels.
+        scoring: "accuracy" or "balanced_accuracy" (mean recall over classes: use it for rare labels,
+            where always answering the majority class already scores high).
 
     Returns:
         (DataFrame [hook, layer, accuracy, control_accuracy, selectivity, n, n_classes, metric], Figure):
         layer is the block index in the hook name (-1 outside the blocks); accuracy is the mean over
-        folds (R^2 for regression, metric says which); the figure plots accuracy per layer with the
+        folds of ``scoring`` (R^2 for regression; metric says which); the figure plots accuracy per layer with the
         control shaded.
 
     Example:
@@ -69,6 +72,12 @@ def fit_probes(
 
     if cv < 2:
         raise InputError("cv must be at least 2 folds")
+    if scoring not in ("accuracy", "balanced_accuracy"):
+        raise InputError(f"scoring={scoring!r} is not one of accuracy, balanced_accuracy")
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise InputError("probing needs scikit-learn: pip install 'probe[probing]'") from None
     if task not in ("auto", "classification", "regression"):
         raise InputError(f"task={task!r} is not one of auto, classification, regression")
     meta, hook_cols, matrix = _open(out_or_frame)
@@ -115,8 +124,9 @@ def fit_probes(
     results = []
     for name in names:
         x = matrix(name, rows)
-        acc = _score(x, y, groups, folds, regression)
-        ctl = _score(x, y_control, groups, folds, regression) if control else np.nan
+        metric = "r2" if regression else scoring
+        acc = _score(x, y, groups, folds, metric)
+        ctl = _score(x, y_control, groups, folds, metric) if control else np.nan
         results.append(
             {
                 "hook": name,
@@ -126,7 +136,7 @@ def fit_probes(
                 "selectivity": acc - ctl,
                 "n": len(rows),
                 "n_classes": n_classes,
-                "metric": "r2" if regression else "accuracy",
+                "metric": metric,
             }
         )
     frame = pd.DataFrame(results, columns=COLUMNS)
@@ -193,7 +203,7 @@ def _control_labels(y: np.ndarray, types: np.ndarray, rng: np.random.Generator) 
     return drawn[inverse]
 
 
-def _score(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, regression: bool) -> float:
+def _score(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, scoring: str) -> float:
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -202,12 +212,10 @@ def _score(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, regress
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if regression:
+    if scoring == "r2":
         model = make_pipeline(StandardScaler(), Ridge(alpha=1.0))
-        scoring = "r2"
     else:
         model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=300))
-        scoring = "accuracy"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         scores = cross_val_score(model, x, y, groups=groups, cv=GroupKFold(n_splits=folds), scoring=scoring)

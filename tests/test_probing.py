@@ -181,3 +181,19 @@ def test_cli_fit_probes_bad_label_is_one_line(tiny_gpt, tmp_path):
     probe.extract(tiny_gpt, ["The cat.", "The dog."], hooks=[HOOK], out=tmp_path / "a", quiet=True)
     result = CliRunner().invoke(app, ["fit-probes", str(tmp_path / "a"), "animal"])
     assert result.exit_code == 2 and result.stderr.startswith("error: ") and "no label column" in result.stderr
+
+
+def test_probing_example_runs_on_both_families(tiny_gpt_path, tiny_bert_path, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "probing.py"
+    spec = importlib.util.spec_from_file_location("probe_example_probing", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = ["-m", tiny_gpt_path, "-m", tiny_bert_path, "--out", str(tmp_path), "--sentences", "40"]
+    path = module.main(args)
+    html = path.read_text(encoding="utf-8")
+    assert html.count('class="probe-figure"') == 5  # causal: 2 labels, masked: 3 (after_mask)
+    printed = capsys.readouterr().out
+    assert printed.count("selectivity") == 5 and "wrote" in printed

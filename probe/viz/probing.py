@@ -37,7 +37,7 @@ def probe_accuracy(scores: pd.DataFrame, title: str = "Linear probes") -> go.Fig
         width=760,
         height=420,
         xaxis={"title": {"text": "layer (block index; -1: embeddings)"}, "dtick": 1},
-        yaxis={"title": {"text": metric}, "range": [0, 1.02] if metric == "accuracy" else None},
+        yaxis={"title": {"text": metric}, "range": [0, 1.02] if metric != "r2" else None},
         legend={"orientation": "h", "y": -0.2},
     )
     kinds = scores.assign(kind=[re.sub(r"^blocks\.\d+\.", "", h) for h in scores["hook"]])
