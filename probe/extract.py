@@ -122,11 +122,13 @@ def _read_file(path: Path, text_column: str) -> pa.Table:
         raise InputError(f"{path} could not be read as {path.suffix[1:]}: {str(err).splitlines()[0]}") from None
 
 
-def _fingerprint(texts: pa.ChunkedArray | pa.Array) -> str:
+def _fingerprint(texts: pa.ChunkedArray | pa.Array, step: int = 10_000) -> str:
+    """sha256 of the texts, in slices so that no second copy of the corpus is held as Python strings."""
     digest = hashlib.sha256()
-    for t in texts.to_pylist():
-        digest.update(t.encode("utf-8"))
-        digest.update(b"\0")
+    for start in range(0, len(texts), step):
+        for t in texts.slice(start, step).to_pylist():
+            digest.update(t.encode("utf-8"))
+            digest.update(b"\0")
     return digest.hexdigest()
 
 
@@ -249,6 +251,11 @@ def extract(
         raise InputError("batch_size must be at least 1")
     if docs_per_shard is not None and docs_per_shard < 1:
         raise InputError("docs_per_shard must be at least 1")
+    if engine == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise InputError("engine='ray' needs Ray Data: pip install 'probe[ray]'")
     out = Path(out).expanduser()
     table = read_source(source, text_column)
     loaded = model if isinstance(model, Model) else load(model)
@@ -257,7 +264,7 @@ def extract(
     if not hooks:
         raise InputError("hooks=[] extracts nothing; pass hook names or patterns, e.g. 'blocks.*.hook_resid_post'")
     names = resolve_names(hooks, loaded.hook_names, loaded.name)
-    limit = min(max_length or loaded.n_ctx, loaded.n_ctx)
+    limit = min(loaded.n_ctx if max_length is None else max_length, loaded.n_ctx)
     if limit < 1:
         raise InputError("max_length must be at least 1")
     if positions == "mask" and loaded.tokenizer.mask_token_id is None:
@@ -269,7 +276,7 @@ def extract(
     per_doc = row_bytes * est_rows / len(table)
     old = _read_manifest(out)
     if docs_per_shard is None:
-        docs_per_shard = old["plan"]["docs_per_shard"] if old else int(max(1, min(100_000, SHARD_BYTES // per_doc)))
+        docs_per_shard = old["plan"]["docs_per_shard"] if old else int(max(1, min(10_000, SHARD_BYTES // per_doc)))
     plan = Plan(
         model=loaded.name,
         model_shape=[loaded.n_layers, loaded.d_model, loaded.n_heads, loaded.vocab_size],

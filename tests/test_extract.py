@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -328,7 +329,7 @@ def test_different_model_on_out_refused(tiny_gpt, tiny_bert, tmp_path):
 def test_refuses_when_disk_lacks_room(tiny_gpt, tmp_path, monkeypatch):
     import shutil
 
-    extract_module = sys.modules["probe.extract"]
+    extract_module = importlib.import_module("probe.extract")
     monkeypatch.setattr(extract_module.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 1000))
     with pytest.raises(InputError, match="free but this extraction needs"):
         probe.extract(tiny_gpt, TEXTS, hooks=[RESID], out=tmp_path / "a")
@@ -402,3 +403,14 @@ def test_cli_extract_refuses_other_extraction_on_out(tiny_gpt_path, tmp_path):
     assert CliRunner().invoke(app, [*base, "--hooks", RESID]).exit_code == 0
     result = CliRunner().invoke(app, [*base, "--hooks", "blocks.0.hook_resid_post"])
     assert result.exit_code == 2 and "holds a different extraction" in result.stderr
+
+
+def test_zero_max_length(tiny_gpt, tmp_path):
+    with pytest.raises(InputError, match="max_length"):
+        probe.extract(tiny_gpt, TEXTS, hooks=[RESID], out=tmp_path / "a", max_length=0)
+
+
+def test_progress_bar_off_without_a_terminal():
+    extract_module = importlib.import_module("probe.extract")
+    assert extract_module._progress(100, quiet=False).disable  # pytest's stderr is no TTY
+    assert extract_module._progress(100, quiet=True).disable
