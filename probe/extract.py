@@ -220,7 +220,7 @@ def extract(
         source: a list of texts, or a .txt (one text a line), .jsonl, .csv or .parquet file with a text
             column; its other columns (labels) are written on every row of their text.
         hooks: names or glob patterns ("blocks.*.hook_resid_post").
-        out: the folder; ``pyarrow.dataset.dataset(out)`` (pandas, DuckDB, Polars, Ray) reads it.
+        out: the folder; ``pyarrow.dataset.dataset(out)`` (pandas, Ray, DuckDB, Polars) reads it.
         positions: "all" tokens, "first", "last", "mask" ([MASK] slots) or "mean" (one row per text).
         dtype: "float16" (default) or "float32" storage.
         batch_size: texts per forward pass (texts of similar length are batched together).
