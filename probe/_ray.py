@@ -30,9 +30,9 @@ class ShardWriter:
 
     def __init__(self, model, out: str, plan: dict, batch_size: int):
         from probe.extract import Plan
-        from probe.model import Model, load
+        from probe.model import load
 
-        self.model = model if isinstance(model, Model) else load(model, device=_device())
+        self.model = _rebuild(model) if isinstance(model, dict) else load(model, device=_device())
         self.out = Path(out)
         self.plan = Plan(**plan)
         self.batch_size = batch_size
@@ -50,6 +50,31 @@ class ShardWriter:
             rows.append(done["rows"])
             tokens.append(done["tokens"])
         return {"shard": shards, "rows": rows, "tokens": tokens}
+
+
+def _portable(model: Model) -> dict:
+    """A loaded Model as plain parts (class, config, weights, tokenizer) that pickle whatever was attached
+    to the live modules (other libraries' wrappers can leave unpicklable state on them)."""
+    hf = model.hf
+    return {
+        "cls": type(hf),
+        "config": hf.config,
+        "state": {k: v.detach().cpu() for k, v in hf.state_dict().items()},
+        "dtype": next(hf.parameters()).dtype,
+        "tokenizer": model.tokenizer,
+        "kind": model.kind,
+        "name": model.name,
+    }
+
+
+def _rebuild(parts: dict) -> Model:
+    from probe.model import Model
+
+    hf = parts["cls"](parts["config"])
+    hf.load_state_dict(parts["state"])
+    device = _device()
+    hf = hf.to(dtype=parts["dtype"], device=device or "cpu").eval()
+    return Model(hf, parts["tokenizer"], parts["kind"], parts["name"])
 
 
 def _device() -> str | None:
@@ -81,7 +106,8 @@ def run_windows(
     """Write the shards of ``windows`` on a Ray cluster (a local one when none is running).
 
     ``address``: "auto", "ray://head:10001", ... (see ``ray.init``). The model goes to the actors as the
-    name/path it was given (each actor loads it, on its GPU if any), or pickled when a Model was passed.
+    name/path it was given (each actor loads it, on its GPU if any), or as class + config + weights +
+    tokenizer when a Model object was passed (prefer a name for large models: no weights in the plan).
     """
     try:
         import ray
@@ -105,9 +131,8 @@ def run_windows(
         gpus = int(resources.get("GPU", 0))
         pool = actors or max(1, gpus or int(resources.get("CPU", 1)) // 2)
         pool = min(pool, len(windows))
-        model_ref = model_arg if isinstance(model_arg, (str, os.PathLike)) else loaded
-        if isinstance(model_ref, os.PathLike):
-            model_ref = str(model_ref)
+        # a name or path loads on each actor; a Model object travels as its parts (fine for small models)
+        model_ref = str(model_arg) if isinstance(model_arg, (str, os.PathLike)) else _portable(loaded)
         items = [{"shard": k, "window": _ipc(w)} for k, w in windows]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(

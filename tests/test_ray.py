@@ -51,13 +51,14 @@ def test_ray_engine_equals_local_row_for_row(local_ray, tiny_gpt_path, corpus, t
     assert {k: v for k, v in remote.items() if k != "versions"} == {k: v for k, v in local.items() if k != "versions"}
 
 
-def test_ray_engine_resumes_a_local_run(local_ray, tiny_gpt, tiny_gpt_path, corpus, tmp_path):
+def test_ray_engine_resumes_a_local_run(local_ray, tiny_gpt_path, corpus, tmp_path):
     kwargs = {"hooks": HOOKS, "docs_per_shard": 4, "quiet": True}
     probe.extract(tiny_gpt_path, corpus, out=tmp_path / "whole", **kwargs)
     probe.extract(tiny_gpt_path, corpus, out=tmp_path / "part", **kwargs)
     for k in (1, 3):  # as if the run had died before these windows
         (tmp_path / "part" / f"part-{k:06d}.parquet").unlink()
-    manifest = probe.extract(tiny_gpt, corpus, out=tmp_path / "part", engine="ray", **kwargs)  # a Model object
+    model = probe.load(tiny_gpt_path)  # a fresh Model object (test_parity's bridge rewires the shared fixture)
+    manifest = probe.extract(model, corpus, out=tmp_path / "part", engine="ray", **kwargs)
     pd.testing.assert_frame_equal(read(tmp_path / "part"), read(tmp_path / "whole"))
     saved = json.loads((tmp_path / "part" / "_manifest.json").read_text())
     assert saved["complete"] and saved["counts"] == manifest["counts"]
