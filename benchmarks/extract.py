@@ -125,23 +125,35 @@ def speed(args, folder: str) -> list[tuple[str, float, float]]:
     return rows, tokens, padded
 
 
-def peak_rss_child(folder: str, n_texts: int, device: str) -> tuple[float, int]:
+def peak_rss_child(folder: str, n_texts: int, device: str) -> tuple[float, float, float, int]:
+    """(RSS once the model is loaded, peak RSS during the extraction (sampled every 5 ms), the process's
+    ru_maxrss, tokens) in MB, from a fresh process."""
     code = f"""
-import resource, sys, tempfile, json
+import resource, sys, tempfile, json, threading, time, psutil
 sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "benchmarks")!r})
 from extract import corpus
 import probe
 model = probe.load({folder!r}, device={device!r})
 texts = corpus({n_texts})
+proc = psutil.Process()
+loaded = proc.memory_info().rss
+peak, running = [loaded], [True]
+def sample():
+    while running[0]:
+        peak[0] = max(peak[0], proc.memory_info().rss)
+        time.sleep(0.005)
+t = threading.Thread(target=sample, daemon=True); t.start()
 with tempfile.TemporaryDirectory() as out:
     m = probe.extract(model, texts, hooks=["blocks.%d.hook_resid_post" % (model.n_layers - 1)], out=out + "/a",
                       docs_per_shard=256, quiet=True)
-print(json.dumps([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, m["counts"]["tokens"]]))
+running[0] = False; t.join()
+mb = 2 ** 20
+print(json.dumps([loaded / mb, peak[0] / mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  m["counts"]["tokens"]]))
 """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    rss, tokens = json.loads(done.stdout.strip().splitlines()[-1])
-    return rss, tokens
+    return tuple(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def main() -> None:
@@ -162,20 +174,23 @@ def main() -> None:
     print(f"\nspeed: {shape}, {args.texts} texts = {tokens:,} tokens, batch {args.batch}, {args.device}, ", end="")
     print(f"torch threads {torch.get_num_threads()}, median of {args.reps}; length-sorted batches are ", end="")
     print(f"{tokens / padded:.1%} real tokens ({padded - tokens:,} padding positions)")
-    print(f"| {'case':<40} | {'tokens/s':>10} | {'x bare':>7} |")
+    print(f"| {'case':<40} | {'tokens/s':>10} | {'x bare':>7} |", flush=True)
     print(f"|{'-' * 42}|{'-' * 12}|{'-' * 9}|")
     for name, tps, ratio in rows:
         print(f"| {name:<40} | {tps:>10,.0f} | {ratio:>6.2f}x |")
     if args.no_rss:
         return
-    print("\nmemory: peak RSS of a fresh process extracting the last resid_post (fp16)")
-    print(f"| {'corpus':<8} | {'texts':>7} | {'tokens':>9} | {'peak RSS MB':>11} | {'x 1x':>6} |")
-    print(f"|{'-' * 10}|{'-' * 9}|{'-' * 11}|{'-' * 13}|{'-' * 8}|")
+    print("\nmemory: a fresh process per corpus size extracting the last resid_post (fp16); MB")
+    head = ["corpus", "texts", "tokens", "after load", "peak in extract", "x 1x", "maxrss", "x 1x"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join("-" * (len(h) + 2) for h in head) + "|")
     first = None
     for scale in (1, 10):
-        rss, tok = peak_rss_child(folder, args.texts * scale, args.device)
-        first = first or rss
-        print(f"| {f'{scale}x':<8} | {args.texts * scale:>7,} | {tok:>9,} | {rss:>11,.0f} | {rss / first:>5.2f}x |")
+        loaded, peak, maxrss, tok = peak_rss_child(folder, args.texts * scale, args.device)
+        first = first or (peak, maxrss)
+        cells = [f"{scale}x", f"{args.texts * scale:,}", f"{tok:,}", f"{loaded:,.0f}", f"{peak:,.0f}"]
+        cells += [f"{peak / first[0]:.2f}x", f"{maxrss:,.0f}", f"{maxrss / first[1]:.2f}x"]
+        print("| " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
