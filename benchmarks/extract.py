@@ -10,7 +10,7 @@ numbered so texts differ). Two measurements, in one run:
   ``hook_resid_post`` (so the early exit saves nothing). Target: extract >= 0.85x the bare tokens/s.
 - memory: peak RSS of a fresh process extracting 1x and 10x the corpus. Target: 10x within 15% of 1x.
 
-    python benchmarks/extract.py [--texts 400] [--batch 32] [--reps 3] [--device cpu|cuda] [--small]
+    python benchmarks/extract.py [--texts 400] [--batch 32] [--reps 3] [--device cpu|cuda] [--small] [--no-speed]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def speed(args, folder: str) -> list[tuple[str, float, float]]:
     model = probe.load(folder, device=args.device)
     texts = corpus(args.texts)
     hook = f"blocks.{model.n_layers - 1}.hook_resid_post"
-    docs_per_shard = 256
+    docs_per_shard = args.docs_per_shard
     batches = bare_batches(model, texts, args.batch, docs_per_shard)
     tokens = int(sum(int(m.sum()) for _, m in batches))
     padded = int(sum(m.numel() for _, m in batches))
@@ -125,7 +125,7 @@ def speed(args, folder: str) -> list[tuple[str, float, float]]:
     return rows, tokens, padded
 
 
-def peak_rss_child(folder: str, n_texts: int, device: str) -> tuple[float, float, float, int]:
+def peak_rss_child(folder: str, n_texts: int, device: str, docs_per_shard: int) -> tuple[float, float, float, int]:
     """(RSS once the model is loaded, peak RSS during the extraction (sampled every 5 ms), the process's
     ru_maxrss, tokens) in MB, from a fresh process."""
     code = f"""
@@ -145,7 +145,7 @@ def sample():
 t = threading.Thread(target=sample, daemon=True); t.start()
 with tempfile.TemporaryDirectory() as out:
     m = probe.extract(model, texts, hooks=["blocks.%d.hook_resid_post" % (model.n_layers - 1)], out=out + "/a",
-                      docs_per_shard=256, quiet=True)
+                      docs_per_shard={docs_per_shard}, quiet=True)
 running[0] = False; t.join()
 mb = 2 ** 20
 print(json.dumps([loaded / mb, peak[0] / mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -156,6 +156,34 @@ print(json.dumps([loaded / mb, peak[0] / mb, resource.getrusage(resource.RUSAGE_
     return tuple(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def print_speed(args, folder: str) -> None:
+    import torch
+
+    rows, tokens, padded = speed(args, folder)
+    shape = "4 layers x 256" if args.small else "GPT-2 small (12 x 768)"
+    print(f"\nspeed: {shape}, {args.texts} texts = {tokens:,} tokens, batch {args.batch}, {args.device}, ", end="")
+    print(f"torch threads {torch.get_num_threads()}, median of {args.reps}; length-sorted batches are ", end="")
+    print(f"{tokens / padded:.1%} real tokens ({padded - tokens:,} padding positions)")
+    print(f"| {'case':<40} | {'tokens/s':>10} | {'x bare':>7} |")
+    print(f"|{'-' * 42}|{'-' * 12}|{'-' * 9}|")
+    for name, tps, ratio in rows:
+        print(f"| {name:<40} | {tps:>10,.0f} | {ratio:>6.2f}x |", flush=True)
+
+
+def print_memory(args, folder: str) -> None:
+    print("\nmemory: a fresh process per corpus size extracting the last resid_post (fp16); MB")
+    head = ["corpus", "texts", "tokens", "after load", "peak in extract", "x 1x", "maxrss", "x 1x"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join("-" * (len(h) + 2) for h in head) + "|")
+    first = None
+    for scale in (1, 10):
+        loaded, peak, maxrss, tok = peak_rss_child(folder, args.texts * scale, args.device, args.docs_per_shard)
+        first = first or (peak, maxrss)
+        cells = [f"{scale}x", f"{args.texts * scale:,}", f"{tok:,}", f"{loaded:,.0f}", f"{peak:,.0f}"]
+        cells += [f"{peak / first[0]:.2f}x", f"{maxrss:,.0f}", f"{maxrss / first[1]:.2f}x"]
+        print("| " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--texts", type=int, default=400, help="corpus size (1x) in texts")
@@ -163,34 +191,16 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--small", action="store_true", help="a 4-layer, 256-wide model instead of GPT-2 small")
+    ap.add_argument("--docs-per-shard", type=int, default=64, help="window (shard) size; 1x should fill several")
     ap.add_argument("--no-rss", action="store_true", help="skip the 1x / 10x memory runs")
+    ap.add_argument("--no-speed", action="store_true", help="only the memory runs")
     args = ap.parse_args()
-    import torch
-
     folder = tempfile.mkdtemp()
     make_model(folder, args.small)
-    rows, tokens, padded = speed(args, folder)
-    shape = "4 layers x 256" if args.small else "GPT-2 small (12 x 768)"
-    print(f"\nspeed: {shape}, {args.texts} texts = {tokens:,} tokens, batch {args.batch}, {args.device}, ", end="")
-    print(f"torch threads {torch.get_num_threads()}, median of {args.reps}; length-sorted batches are ", end="")
-    print(f"{tokens / padded:.1%} real tokens ({padded - tokens:,} padding positions)")
-    print(f"| {'case':<40} | {'tokens/s':>10} | {'x bare':>7} |", flush=True)
-    print(f"|{'-' * 42}|{'-' * 12}|{'-' * 9}|")
-    for name, tps, ratio in rows:
-        print(f"| {name:<40} | {tps:>10,.0f} | {ratio:>6.2f}x |")
-    if args.no_rss:
-        return
-    print("\nmemory: a fresh process per corpus size extracting the last resid_post (fp16); MB")
-    head = ["corpus", "texts", "tokens", "after load", "peak in extract", "x 1x", "maxrss", "x 1x"]
-    print("| " + " | ".join(head) + " |")
-    print("|" + "|".join("-" * (len(h) + 2) for h in head) + "|")
-    first = None
-    for scale in (1, 10):
-        loaded, peak, maxrss, tok = peak_rss_child(folder, args.texts * scale, args.device)
-        first = first or (peak, maxrss)
-        cells = [f"{scale}x", f"{args.texts * scale:,}", f"{tok:,}", f"{loaded:,.0f}", f"{peak:,.0f}"]
-        cells += [f"{peak / first[0]:.2f}x", f"{maxrss:,.0f}", f"{maxrss / first[1]:.2f}x"]
-        print("| " + " | ".join(cells) + " |", flush=True)
+    if not args.no_speed:
+        print_speed(args, folder)
+    if not args.no_rss:
+        print_memory(args, folder)
 
 
 if __name__ == "__main__":
