@@ -46,6 +46,9 @@ _LAZY = {
     "factors": "probe.factors",
     "cka": "probe.factors",
     "dashboard": "probe.dashboard",
+    "extract": "probe.extract",
+    "load_activations": "probe.extract",
+    "fit_probes": "probe.probing",
 }
 
 __all__ = [
@@ -65,6 +68,9 @@ __all__ = [
     "factors",
     "cka",
     "dashboard",
+    "extract",
+    "load_activations",
+    "fit_probes",
     "ProbeError",
     "LoadError",
     "HookNameError",
@@ -111,10 +117,12 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from probe.compare import compare
     from probe.dashboard import dashboard
     from probe.defaults import default_models
+    from probe.extract import extract, load_activations
     from probe.factors import cka, factors
     from probe.hooks import PatchContext
     from probe.intervene import ablate, patching, steer
     from probe.model import Model, load
+    from probe.probing import fit_probes
     from probe.report import report
     from probe.run import Run
     from probe.verify import verify

@@ -541,6 +541,114 @@ def patch(
 
 @app.command()
 @_errors_as_one_line
+def extract(
+    model: Annotated[str, typer.Argument(help="Model name, local checkpoint folder or hub id.")],
+    source: Annotated[str, typer.Argument(help="Corpus: .txt (one text a line), .jsonl, .csv or .parquet.")],
+    hooks: Annotated[
+        list[str], typer.Option("--hooks", help="Hook name or glob, e.g. 'blocks.*.hook_resid_post'; repeatable.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the Parquet shards and manifest.")],
+    positions: Annotated[str, typer.Option(help="all | first | last | mask | mean (one row per text).")] = "all",
+    dtype: Annotated[str, typer.Option(help="float16 | float32 storage.")] = "float16",
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 32,
+    max_length: Annotated[int | None, typer.Option(help="Cut texts to this many tokens (default: context).")] = None,
+    text_column: Annotated[str, typer.Option(help="Text column of a .jsonl/.csv/.parquet corpus.")] = "text",
+    docs_per_shard: Annotated[int | None, typer.Option(help="Texts per shard (default: ~64 MB shards).")] = None,
+    engine: Annotated[str, typer.Option(help="local | ray (Ray Data; pip install 'probe[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address, e.g. ray://head:10001 or auto.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No size estimate, no progress bar.")] = False,
+) -> None:
+    """Extract activations over a corpus into a folder of Parquet shards (resumable: re-run to continue).
+
+    Examples:
+
+      probe extract tiny-gpt corpus.txt --hooks 'blocks.*.hook_resid_post' --out acts
+
+      probe extract tiny-bert labels.csv --hooks blocks.3.hook_resid_post --positions mask --out mask_acts
+
+      probe extract tiny-gpt corpus.jsonl --hooks blocks.1.hook_resid_post --out acts --engine ray --address auto
+    """
+    from probe.extract import extract as run_extract
+
+    manifest = run_extract(
+        model,
+        source,
+        hooks=hooks,
+        out=out,
+        positions=positions,
+        dtype=dtype,
+        batch_size=batch_size,
+        max_length=max_length,
+        engine=engine,
+        text_column=text_column,
+        docs_per_shard=docs_per_shard,
+        address=address,
+        quiet=quiet,
+    )
+    c = manifest["counts"]
+    typer.echo(
+        f"wrote {out}: {c['rows']:,} rows from {c['texts']:,} texts ({c['tokens']:,} tokens) in {c['shards']} shard(s)"
+    )
+
+
+@app.command("fit-probes")
+@_errors_as_one_line
+def fit_probes_(
+    data: Annotated[str, typer.Argument(help="Extraction folder (probe extract) or a Parquet file.")],
+    label: Annotated[str, typer.Argument(help="Label column (e.g. one carried from the corpus).")],
+    hooks: Annotated[list[str] | None, typer.Option("--hooks", help="Hook names or globs; default: all.")] = None,
+    cv: Annotated[int, typer.Option(help="Folds, split by document.")] = 5,
+    control: Annotated[bool, typer.Option("--control/--no-control", help="Fit the control task too.")] = True,
+    max_rows: Annotated[int, typer.Option(help="Rows sampled at most (0: all).")] = 20_000,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write the figure and table as a page.")] = None,
+    csv: Annotated[bool, typer.Option("--csv", help="Print the scores as CSV instead of a table.")] = False,
+) -> None:
+    """Fit a linear probe per hook for LABEL: accuracy, control-task accuracy and selectivity per layer.
+
+    Examples:
+
+      probe fit-probes acts label --hooks 'blocks.*.hook_resid_post'
+
+      probe fit-probes acts label --html probes.html --csv > probes.csv
+    """
+    from probe.probing import fit_probes
+
+    scores, fig = fit_probes(data, label, hooks=hooks, cv=cv, control=control, max_rows=max_rows or None)
+    if html is not None:
+        from probe.report import page
+
+        path = page(
+            [
+                ("Accuracy per layer", "probe accuracy (line) over the control task (shaded)", fig),
+                ("Scores", "", scores),
+            ],
+            html,
+            title=f"Linear probes for '{label}'",
+            subtitle=str(data),
+        )
+        typer.echo(f"wrote {path}", err=csv)
+    if csv:
+        typer.echo(scores.to_csv(index=False), nl=False)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Linear probes for '{_escape(label, markup=False)}' ({scores['metric'].iloc[0]})")
+    for col in ("hook", "layer", "accuracy", "control_accuracy", "selectivity", "n"):
+        table.add_column(col, justify="left" if col == "hook" else "right")
+    for r in scores.itertuples(index=False):
+        table.add_row(
+            _escape(r.hook, markup=False),
+            str(r.layer),
+            f"{r.accuracy:.3f}",
+            f"{r.control_accuracy:.3f}",
+            f"{r.selectivity:.3f}",
+            str(r.n),
+        )
+    _console().print(table)
+
+
+@app.command()
+@_errors_as_one_line
 def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON records.")] = False,
 ) -> None:

@@ -235,37 +235,40 @@ class Run:
         frame["value"] = array.ravel()
         return pd.DataFrame(frame)
 
-    def to_parquet(self, path: str | os.PathLike) -> Path:
-        """Write every captured hook, one row per (text, real token), to Parquet; returns the path.
+    def to_parquet(self, path: str | os.PathLike, hooks: list[str] | str | None = None) -> Path:
+        """Write captured hooks, one row per (text, real token), to Parquet; returns the path.
 
-        Columns: text_index, position, token, token_id, and one ``list<float32>`` column per hook holding
-        that token's values flattened (a pattern row holds [head, key_position] over the padded width).
-        Written to a temporary file and renamed, so an existing file is never left half-written.
+        Args:
+            hooks: names or glob patterns of captured hooks to write; None -> every captured hook.
+
+        Columns: text_index, position, token, token_id, special (the tokenizer's special tokens), and one
+        float32 list column per hook holding that token's values flattened; each hook column's Parquet
+        field metadata records ``probe.dims`` and ``probe.shape`` to reshape it. A pattern row is the
+        token's [head, key_position] over its own text's real tokens (shape [n_heads, -1]: -1 = the text's
+        length), never the batch's padding. The layout is the one ``probe.extract`` writes
+        (see ``probe/_layout.py``). Written to a temporary file and renamed, so an existing file is never
+        left half-written.
         """
-        import pyarrow as pa
         import pyarrow.parquet as pq
+
+        from probe._layout import rows_table
 
         path = Path(path)
         if path.suffix != ".parquet":
             raise InputError(f"{path} should end in .parquet")
         if not path.parent.exists():
             raise InputError(f"folder {path.parent} does not exist; create it first")
-        keep = self.mask.bool().cpu()
-        text_index, position = keep.nonzero(as_tuple=True)
-        table = {
-            "text_index": pa.array(text_index.numpy().astype(np.int32)),
-            "position": pa.array(position.numpy().astype(np.int32)),
-            "token": pa.array([t for i in range(len(self)) for t in self.token_strs(i)]),
-            "token_id": pa.array(self.ids.cpu()[keep].numpy().astype(np.int64)),
-        }
-        for name, tensor in self.cache.items():
-            t = tensor.detach().float().cpu()
-            if dims_of(name)[0] == "head":  # [batch, head, q, k] -> [batch, q, head * k]
-                t = t.transpose(1, 2)
-            per_token = t[keep].flatten(1).numpy()
-            table[name] = pa.FixedSizeListArray.from_arrays(pa.array(per_token.ravel()), per_token.shape[1])
+        store = self.cache
+        if hooks is not None:
+            from probe.hooks import resolve_names
+
+            names = resolve_names(hooks, list(self.cache), self.model.name)
+            store = {n: self.cache[n] for n in names}
+        table = rows_table(
+            self.model, self.ids, self.mask, store, text_ids=range(len(self)), dtype="float32", index_name="text_index"
+        )
         tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(pa.table(table), tmp)
+        pq.write_table(table, tmp)
         os.replace(tmp, path)
         return path
 

@@ -23,6 +23,7 @@ from probe.viz.factors import factors
 from probe.viz.lens import lens_table, lens_target, logit_lens
 from probe.viz.patching import patching
 from probe.viz.predictions import generation, predictions
+from probe.viz.probing import probe_accuracy
 from probe.viz.tokens import tokens
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ __all__ = [
     "patching",
     "factors",
     "cka",
+    "probe_accuracy",
 ]
 
 

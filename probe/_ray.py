@@ -1,0 +1,152 @@
+"""The "ray" engine of ``probe.extract``: the same windows, as a Ray Data pipeline over an actor pool.
+
+read (one item per pending window, its texts as Arrow IPC bytes) -> ``map_batches`` over an actor pool
+whose actors each load the model once (one GPU each when the cluster has GPUs) and write their windows'
+shards with ``write_shard``, the local engine's own code -> one small summary row per shard back to the
+driver. Ray schedules, retries and scales; probe has no scheduler or worker protocol of its own. The
+shards are written by the actors rather than by ``Dataset.write_parquet`` so each stays atomic (temp
+file + rename: resumable) and keeps probe's field metadata; ``out`` must therefore be a path every
+worker can write (a shared filesystem on a multi-machine cluster).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from probe.errors import InputError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from probe.extract import Plan
+    from probe.model import Model
+
+
+class ShardWriter:
+    """A Ray Data actor: holds one model, turns window items into shards."""
+
+    def __init__(self, model, out: str, plan: dict, batch_size: int):
+        from probe.extract import Plan
+        from probe.model import load
+
+        self.model = _rebuild(model) if isinstance(model, dict) else load(model, device=_device())
+        self.out = Path(out)
+        self.plan = Plan(**plan)
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict) -> dict:
+        import pyarrow as pa
+
+        from probe.extract import shard_name, write_shard
+
+        shards, rows, tokens = [], [], []
+        for k, payload in zip(batch["shard"], batch["window"]):
+            window = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
+            done = write_shard(self.model, window, self.out / shard_name(int(k)), self.plan, self.batch_size)
+            shards.append(int(k))
+            rows.append(done["rows"])
+            tokens.append(done["tokens"])
+        return {"shard": shards, "rows": rows, "tokens": tokens}
+
+
+def _portable(model: Model) -> dict:
+    """A loaded Model as plain parts (class, config, weights, tokenizer) that pickle whatever was attached
+    to the live modules (other libraries' wrappers can leave unpicklable state on them)."""
+    hf = model.hf
+    return {
+        "cls": type(hf),
+        "config": hf.config,
+        "state": {k: v.detach().cpu() for k, v in hf.state_dict().items()},
+        "dtype": next(hf.parameters()).dtype,
+        "tokenizer": model.tokenizer,
+        "kind": model.kind,
+        "name": model.name,
+    }
+
+
+def _rebuild(parts: dict) -> Model:
+    from probe.model import Model
+
+    hf = parts["cls"](parts["config"])
+    hf.load_state_dict(parts["state"])
+    device = _device()
+    hf = hf.to(dtype=parts["dtype"], device=device or "cpu").eval()
+    return Model(hf, parts["tokenizer"], parts["kind"], parts["name"])
+
+
+def _device() -> str | None:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else None
+
+
+def _ipc(table: pa.Table) -> bytes:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def run_windows(
+    model_arg: Model | str | os.PathLike,
+    loaded: Model,
+    windows: list[tuple[int, pa.Table]],
+    out: Path,
+    plan: Plan,
+    batch_size: int,
+    address: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    actors: int | None = None,
+) -> None:
+    """Write the shards of ``windows`` on a Ray cluster (a local one when none is running).
+
+    ``address``: "auto", "ray://head:10001", ... (see ``ray.init``). The model goes to the actors as the
+    name/path it was given (each actor loads it, on its GPU if any), or as class + config + weights +
+    tokenizer when a Model object was passed (prefer a name for large models: no weights in the plan).
+    """
+    try:
+        import ray
+    except ImportError:
+        raise InputError("engine='ray' needs Ray Data: pip install 'probe[ray]'") from None
+    from dataclasses import asdict
+
+    if not windows:
+        return
+    started = False
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except ConnectionError as err:
+            raise InputError(f"could not reach the Ray cluster at {address!r}: {err}; check --address") from None
+        started = True
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        pool = actors or max(1, gpus or int(resources.get("CPU", 1)) // 2)
+        pool = min(pool, len(windows))
+        # a name or path loads on each actor; a Model object travels as its parts (fine for small models)
+        model_ref = str(model_arg) if isinstance(model_arg, (str, os.PathLike)) else _portable(loaded)
+        items = [{"shard": k, "window": _ipc(w)} for k, w in windows]
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        ds = ds.map_batches(
+            ShardWriter,
+            fn_constructor_kwargs={"model": model_ref, "out": str(out), "plan": asdict(plan), "batch_size": batch_size},
+            batch_size=1,
+            concurrency=pool,
+            num_gpus=1 if gpus else 0,
+            num_cpus=1,
+            batch_format="numpy",
+        )
+        for row in ds.iter_rows():
+            if progress is not None:
+                progress(int(row["tokens"]))
+    finally:
+        if started:
+            ray.shutdown()
