@@ -1,4 +1,4 @@
-"""Regenerate the report gallery: every example's page on the bundled models, plus index.html.
+"""Regenerate the report gallery: every example's page on probe.default_models(), plus index.html.
 
 python reports/build.py                      # writes reports/*.html and one shared plotly-<version>.min.js
 python reports/build.py -m PATH -m PATH --out /tmp/gallery   # other models, elsewhere
