@@ -123,12 +123,11 @@ def tiny(request, tiny_gpt, tiny_bert):
     return {"gpt": tiny_gpt, "bert": tiny_bert}[request.param]
 
 
-def _llama_like(model_type: str, tmp_path_factory):
-    """A tiny Llama-shaped causal LM (grouped-query attention: 4 query heads share 2 K/V heads)."""
+def llama_like(model_type: str, tok):
+    """A tiny Llama-shaped causal LM (llama, qwen2, mistral: RMSNorm, rotary, gated MLP; grouped-query
+    attention: 4 query heads share 2 K/V heads). Also the builder of tests/test_families.py."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    torch.manual_seed(0)
-    tok = _tokenizer("gpt")
     cfg = AutoConfig.for_model(
         model_type,
         vocab_size=len(tok),
@@ -142,7 +141,13 @@ def _llama_like(model_type: str, tmp_path_factory):
         eos_token_id=tok.eos_token_id,
         tie_word_embeddings=False,
     )
-    return _save(AutoModelForCausalLM.from_config(cfg).eval(), tok, tmp_path_factory.mktemp(f"tiny-{model_type}"))
+    return AutoModelForCausalLM.from_config(cfg).eval()
+
+
+def _llama_like(model_type: str, tmp_path_factory):
+    torch.manual_seed(0)
+    tok = _tokenizer("gpt")
+    return _save(llama_like(model_type, tok), tok, tmp_path_factory.mktemp(f"tiny-{model_type}"))
 
 
 @pytest.fixture(scope="session")

@@ -134,27 +134,10 @@ def _distilbert(tok):
 
 
 def _llama_like(model_type: str):
-    """Llama-shaped (llama, qwen2, mistral): RMSNorm, rotary, gated MLP, 4 query heads sharing 2 K/V heads."""
+    """Llama-shaped (llama, qwen2, mistral): the same tiny model as conftest's fixtures."""
+    from conftest import llama_like
 
-    def build(tok):
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        cfg = AutoConfig.for_model(
-            model_type,
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            tie_word_embeddings=False,
-        )
-        return AutoModelForCausalLM.from_config(cfg)
-
-    return build
+    return lambda tok: llama_like(model_type, tok)
 
 
 def _eos_pad(tok):

@@ -8,6 +8,7 @@ back (patching, ablation, steering) later. Analyses never see modules, only the 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -71,6 +72,23 @@ class Point:
         if self.item is not None:
             return (*value[: self.item], new, *value[self.item + 1 :])
         return new
+
+
+def rotated(attn: nn.Module, project: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
+    """A ``Point.fn`` for a pre-hook (``side="kwargs"``) on a rotary attention module: ``project(hidden)``
+    ([batch, pos, heads, d_head]: q or k before rotary) rotated by the family's own
+    ``apply_rotary_pos_emb`` with the cos/sin the module is called with. HF applies rotary inside
+    ``forward``, with no module boundary to hook, so the value is derived exactly as HF derives it."""
+    apply_rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+
+    def fn(args: tuple, kwargs: dict) -> torch.Tensor:
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        cos, sin = kwargs["position_embeddings"]
+        x = project(hidden)
+        out, _ = apply_rotary(x, x, cos, sin, unsqueeze_dim=2)  # unsqueeze_dim=2: the [b, pos, h, d] layout
+        return out
+
+    return fn
 
 
 class Adapter:

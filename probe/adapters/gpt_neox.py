@@ -15,26 +15,16 @@
 
 from __future__ import annotations
 
-import sys
-
 import torch
 
-from probe.adapters.base import Adapter, Point
+from probe.adapters.base import Adapter, Point, rotated
 
 
-def _rotated(attn, which: int, heads: int, d_head: int):
-    """A ``fn`` for a pre-hook on the attention module: q (which=0) or k (1) after rotary, [batch, pos, head, d_head]."""
-    apply_rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb  # the family's own function
-
-    def fn(args: tuple, kwargs: dict) -> torch.Tensor:
-        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        cos, sin = kwargs["position_embeddings"]
-        qkv = attn.query_key_value(hidden).unflatten(-1, (heads, 3 * d_head))
-        x = qkv[..., which * d_head : (which + 1) * d_head]
-        rotated, _ = apply_rotary(x, x, cos, sin, unsqueeze_dim=2)  # [batch, pos, head, d_head] layout
-        return rotated
-
-    return fn
+def _qkv_part(attn, which: int, heads: int, d_head: int):
+    """q (which=0) or k (1) from the fused projection, laid out per head as [heads, q|k|v]."""
+    return lambda hidden: attn.query_key_value(hidden).unflatten(-1, (heads, 3 * d_head))[
+        ..., which * d_head : (which + 1) * d_head
+    ]
 
 
 class GPTNeoXAdapter(Adapter):
@@ -61,8 +51,8 @@ class GPTNeoXAdapter(Adapter):
                 Point(p + "attn.hook_q", att.query_key_value, heads=h, head_cols=(0, dh)),
                 Point(p + "attn.hook_k", att.query_key_value, heads=h, head_cols=(dh, 2 * dh)),
                 Point(p + "attn.hook_v", att.query_key_value, heads=h, head_cols=(2 * dh, 3 * dh)),
-                Point(p + "attn.hook_rot_q", att, side="kwargs", fn=_rotated(att, 0, h, dh)),
-                Point(p + "attn.hook_rot_k", att, side="kwargs", fn=_rotated(att, 1, h, dh)),
+                Point(p + "attn.hook_rot_q", att, side="kwargs", fn=rotated(att, _qkv_part(att, 0, h, dh))),
+                Point(p + "attn.hook_rot_k", att, side="kwargs", fn=rotated(att, _qkv_part(att, 1, h, dh))),
                 Point(p + "attn.hook_pattern", att, item=1),
                 Point(p + "attn.hook_z", att.dense, side="in", heads=h),
                 Point(p + "hook_attn_out", att, item=0),

@@ -19,26 +19,13 @@ read-only, and they cost one extra q (or k) projection per layer, only when aske
 
 from __future__ import annotations
 
-import sys
-
 import torch
 
-from probe.adapters.base import Adapter, Point
+from probe.adapters.base import Adapter, Point, rotated
 
 
-def _rotated(attn, which: str):
-    """A ``fn`` for a pre-hook on the attention module: its q or k after rotary, [batch, pos, heads, d_head]."""
-    proj = attn.q_proj if which == "q" else attn.k_proj
-    apply_rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb  # the family's own function
-
-    def fn(args: tuple, kwargs: dict) -> torch.Tensor:
-        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        cos, sin = kwargs["position_embeddings"]
-        x = proj(hidden).unflatten(-1, (-1, attn.head_dim))
-        rotated, _ = apply_rotary(x, x, cos, sin, unsqueeze_dim=2)  # [batch, pos, heads, d_head] layout
-        return rotated
-
-    return fn
+def _heads(proj, d_head: int):
+    return lambda hidden: proj(hidden).unflatten(-1, (-1, d_head))
 
 
 class LlamaAdapter(Adapter):
@@ -69,8 +56,8 @@ class LlamaAdapter(Adapter):
                 Point(p + "attn.hook_q", att.q_proj, heads=h),
                 Point(p + "attn.hook_k", att.k_proj, heads=kv),
                 Point(p + "attn.hook_v", att.v_proj, heads=kv),
-                Point(p + "attn.hook_rot_q", att, side="kwargs", fn=_rotated(att, "q")),
-                Point(p + "attn.hook_rot_k", att, side="kwargs", fn=_rotated(att, "k")),
+                Point(p + "attn.hook_rot_q", att, side="kwargs", fn=rotated(att, _heads(att.q_proj, att.head_dim))),
+                Point(p + "attn.hook_rot_k", att, side="kwargs", fn=rotated(att, _heads(att.k_proj, att.head_dim))),
                 Point(p + "attn.hook_pattern", att, item=1),
                 Point(p + "attn.hook_z", att.o_proj, side="in", heads=h),
                 Point(p + "hook_attn_out", att, item=0),
