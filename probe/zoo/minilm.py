@@ -390,7 +390,7 @@ def export(work: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     save_file(delta, dest / "delta.safetensors")
     build(work).config.save_pretrained(str(dest))
-    tokenizer(work).save_pretrained(str(dest))
+    # no tokenizer files: probe.load reads the base package's own (the same WordPiece vocabulary)
     (dest / "probe_base.json").write_text(
         json.dumps({"package": BASE_PACKAGE, "folder": BASE_FOLDER, "weights": "model.safetensors", "prefix": "bert."})
     )
