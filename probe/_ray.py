@@ -7,11 +7,21 @@ driver. Ray schedules, retries and scales; probe has no scheduler or worker prot
 shards are written by the actors rather than by ``Dataset.write_parquet`` so each stays atomic (temp
 file + rename: resumable) and keeps probe's field metadata; ``out`` must therefore be a path every
 worker can write (a shared filesystem on a multi-machine cluster).
+
+Loopback: a Ray that probe starts itself (no ``address``), or reaches at a loopback address
+(``127.0.0.1:6379``, ``localhost:6379``), listens on 127.0.0.1 only. Ray's control plane runs any code
+sent to it, unauthenticated, and by default binds the machine's network address, even for a job that
+never needed another machine; its single-node mode (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read once
+when Ray is imported) keeps every server on loopback. Any other address is the user's cluster, left as
+Ray handles it.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +60,79 @@ class ShardWriter:
             rows.append(done["rows"])
             tokens.append(done["tokens"])
         return {"shard": shards, "rows": rows, "tokens": tokens}
+
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-node mode, every server on 127.0.0.1
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+CONNECT_TIMEOUT_S = 5.0
+_warned = False
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """("host", port) for a plain ``host:port`` address; None for "auto", "ray://...", "local"."""
+    if "://" in address or ":" not in address:
+        return None
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or not host:
+        raise InputError(f"Ray address {address!r} is not host:port; e.g. 127.0.0.1:6379, auto or ray://head:10001")
+    return host, int(port)
+
+
+def is_loopback(address: str | None) -> bool:
+    """True when Ray should stay on 127.0.0.1: no address (probe starts Ray) or a loopback ``host:port``."""
+    if address is None:
+        return True
+    hp = _host_port(address)
+    return hp is not None and hp[0].lower() in LOOPBACK_HOSTS
+
+
+def import_ray(loopback: bool):
+    """Import Ray; when ``loopback``, in its single-node mode, so every server it starts or joins is on 127.0.0.1.
+
+    If Ray was imported before (by the user's code) without that mode, it is too late to change: warn once,
+    naming the fix, and go on.
+    """
+    global _warned
+    chosen = LOOPBACK_ENV in os.environ  # the user's explicit choice stands, either way
+    if loopback and not chosen and "ray" not in sys.modules:
+        os.environ[LOOPBACK_ENV] = "0"
+    try:
+        import ray
+        from ray._private import ray_constants
+    except ImportError:
+        raise InputError("engine='ray' needs Ray Data: pip install 'probe[ray]'") from None
+    if loopback and not chosen and getattr(ray_constants, "ENABLE_RAY_CLUSTER", False) and not _warned:
+        _warned = True
+        warnings.warn(
+            "Ray was imported before probe could keep it on 127.0.0.1, so the Ray it starts listens on this "
+            f"machine's network address; set {LOOPBACK_ENV}=0 in the environment (or import probe's extract "
+            "before ray) to keep it on loopback",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return ray
+
+
+def check_address(address: str | None) -> None:
+    """Fail in seconds, not minutes, when nothing listens at a ``host:port`` address (Ray would wait on it).
+
+    Called before anything is loaded or written; skipped when this process already runs Ray (it is used as is).
+    """
+    ray = sys.modules.get("ray")
+    if address is None or (ray is not None and ray.is_initialized()):
+        return
+    hp = _host_port(address)
+    if hp is None:
+        return
+    try:
+        socket.create_connection(hp, timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise InputError(
+            f"could not reach the Ray cluster at {address!r} ({reason}); start one with `ray start --head` "
+            "or fix --address"
+        ) from None
 
 
 def _portable(model: Model) -> dict:
@@ -105,16 +188,14 @@ def run_windows(
 ) -> None:
     """Write the shards of ``windows`` on a Ray cluster (a local one when none is running).
 
-    ``address``: "auto", "ray://head:10001", ... (see ``ray.init``). The model goes to the actors as the
+    ``address``: "auto", "ray://head:10001", "127.0.0.1:6379", ... (see ``ray.init``); None starts a local Ray
+    on 127.0.0.1 for this call. The model goes to the actors as the
     name/path it was given (each actor loads it, on its GPU if any), or as class + config + weights +
     tokenizer when a Model object was passed (prefer a name for large models: no weights in the plan).
     """
-    try:
-        import ray
-    except ImportError:
-        raise InputError("engine='ray' needs Ray Data: pip install 'probe[ray]'") from None
     from dataclasses import asdict
 
+    ray = import_ray(loopback=is_loopback(address))
     if not windows:
         return
     started = False

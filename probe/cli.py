@@ -555,7 +555,9 @@ def extract(
     text_column: Annotated[str, typer.Option(help="Text column of a .jsonl/.csv/.parquet corpus.")] = "text",
     docs_per_shard: Annotated[int | None, typer.Option(help="Texts per shard (default: ~64 MB shards).")] = None,
     engine: Annotated[str, typer.Option(help="local | ray (Ray Data; pip install 'probe[ray]').")] = "local",
-    address: Annotated[str | None, typer.Option(help="Ray cluster address, e.g. ray://head:10001 or auto.")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray address: auto, ray://head:10001, 127.0.0.1:6379; none: a Ray on 127.0.0.1.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No size estimate, no progress bar.")] = False,
 ) -> None:
     """Extract activations over a corpus into a folder of Parquet shards (resumable: re-run to continue).

@@ -256,6 +256,9 @@ def extract(
 
         if importlib.util.find_spec("ray") is None:
             raise InputError("engine='ray' needs Ray Data: pip install 'probe[ray]'")
+        from probe._ray import check_address
+
+        check_address(address)
     out = Path(out).expanduser()
     table = read_source(source, text_column)
     loaded = model if isinstance(model, Model) else load(model)

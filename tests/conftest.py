@@ -10,6 +10,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# every Ray the tests start (or probe starts for them) listens on 127.0.0.1 only: Ray's single-node mode,
+# read once when ray is first imported, so it is set before any test module imports it
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
