@@ -18,7 +18,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import probe
-from probe.dashboard import Workbench, start
+from probe.app import Workbench, start
 
 # About 20 tokens read by each model (a GPT the words before [MASK]); every i < 100 gives a new text.
 TEMPLATE = "The {adj} robot that lived in the {place} by the river knew that it must never [MASK] hurt the human."

@@ -61,7 +61,7 @@ def bare_batches(model, texts: list[str], batch_size: int, docs_per_shard: int):
     """The (ids, mask) batches probe.extract builds: windows of texts, sorted by length inside each."""
     import numpy as np
 
-    from probe.model import _pad
+    from probe.core.model import _pad
 
     batches = []
     for start in range(0, len(texts), docs_per_shard):

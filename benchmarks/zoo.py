@@ -13,7 +13,7 @@ import statistics
 import time
 
 import probe
-from probe.loading import BUNDLED, bundled_path
+from probe.core.loading import BUNDLED, bundled_path
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ def parse(description: str, argv: list[str] | None) -> argparse.Namespace:
 
 def text_for(model, text: str) -> str:
     """The sentence as a model reads it: masked models get their mask token, causal ones the left side."""
-    from probe.compare import MASK
+    from probe.analysis.compare import MASK
 
     if MASK not in text:
         return text

@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import parse, text_for  # noqa: E402
 
 import probe  # noqa: E402
-from probe.report import page  # noqa: E402
-from probe.report.html import Section, figure_block, table_block  # noqa: E402
+from probe.pages import page  # noqa: E402
+from probe.pages.html import Section, figure_block, table_block  # noqa: E402
 from probe.viz import generation  # noqa: E402
 
 

@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import parse  # noqa: E402
 
 import probe  # noqa: E402
-from probe.compare import compare  # noqa: E402
-from probe.report import report  # noqa: E402
+from probe.analysis.compare import compare  # noqa: E402
+from probe.pages import report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "data" / "heldout_sample.txt"
 
 import probe  # noqa: E402
-from probe.report import page  # noqa: E402
-from probe.report.html import Section, figure_block, note_block, table_block  # noqa: E402
+from probe.pages import page  # noqa: E402
+from probe.pages.html import Section, figure_block, note_block, table_block  # noqa: E402
 
 
 def sentences(seed: int = 0, limit: int = 240) -> list[str]:

@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _why import parse  # noqa: E402
 
 import probe  # noqa: E402
-from probe.report import page  # noqa: E402
-from probe.report.html import Section, figure_block, table_block  # noqa: E402
+from probe.pages import page  # noqa: E402
+from probe.pages.html import Section, figure_block, table_block  # noqa: E402
 from probe.viz import cka as cka_view  # noqa: E402
 
 TEXTS = [

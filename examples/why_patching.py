@@ -16,8 +16,8 @@ from _common import text_for  # noqa: E402
 from _why import parse  # noqa: E402
 
 import probe  # noqa: E402
-from probe.report import page  # noqa: E402
-from probe.report.html import Section, figure_block, note_block  # noqa: E402
+from probe.pages import page  # noqa: E402
+from probe.pages.html import Section, figure_block, note_block  # noqa: E402
 from probe.viz import patching as patching_view  # noqa: E402
 
 

@@ -12,8 +12,6 @@ public name that needs them is touched (module ``__getattr__`` below), so the CL
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import TYPE_CHECKING
 
 from probe.errors import (
@@ -30,25 +28,25 @@ __version__ = "0.2.0"
 
 # public name -> module that defines it; imported on first access
 _LAZY = {
-    "load": "probe.model",
-    "Model": "probe.model",
-    "Run": "probe.run",
-    "compare": "probe.compare",
-    "report": "probe.report",
+    "load": "probe.core.model",
+    "Model": "probe.core.model",
+    "Run": "probe.core.run",
+    "compare": "probe.analysis.compare",
+    "report": "probe.pages",
     "models": "probe.cards",
-    "verify": "probe.verify",
+    "verify": "probe.analysis.verify",
     "default_models": "probe.defaults",
-    "ablate": "probe.intervene",
-    "steer": "probe.intervene",
-    "patching": "probe.intervene",
-    "PatchContext": "probe.hooks",
-    "attribute": "probe.attribute",
-    "factors": "probe.factors",
-    "cka": "probe.factors",
-    "dashboard": "probe.dashboard",
-    "extract": "probe.extract",
-    "load_activations": "probe.extract",
-    "fit_probes": "probe.probing",
+    "ablate": "probe.analysis.intervene",
+    "steer": "probe.analysis.intervene",
+    "patching": "probe.analysis.intervene",
+    "PatchContext": "probe.core.capture",
+    "attribute": "probe.analysis.attribute",
+    "factors": "probe.analysis.factors",
+    "cka": "probe.analysis.factors",
+    "dashboard": "probe.app",
+    "extract": "probe.analysis.extract",
+    "load_activations": "probe.analysis.extract",
+    "fit_probes": "probe.analysis.probing",
 }
 
 __all__ = [
@@ -97,32 +95,18 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-class _Package(types.ModuleType):
-    """Importing a submodule sets it as an attribute of the package; where a public function has its
-    module's name (``probe.factors``, ``probe.attribute``, ``probe.compare``, ``probe.report``), keep the
-    function, so ``probe.factors(...)`` works even after ``from probe.factors import linear_cka``."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if isinstance(value, types.ModuleType) and _LAZY.get(name) == value.__name__ and hasattr(value, name):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
 if TYPE_CHECKING:  # for type checkers and IDEs only
-    from probe.attribute import attribute
+    from probe.analysis.attribute import attribute
+    from probe.analysis.compare import compare
+    from probe.analysis.extract import extract, load_activations
+    from probe.analysis.factors import cka, factors
+    from probe.analysis.intervene import ablate, patching, steer
+    from probe.analysis.probing import fit_probes
+    from probe.analysis.verify import verify
+    from probe.app import dashboard
     from probe.cards import models
-    from probe.compare import compare
-    from probe.dashboard import dashboard
+    from probe.core.capture import PatchContext
+    from probe.core.model import Model, load
+    from probe.core.run import Run
     from probe.defaults import default_models
-    from probe.extract import extract, load_activations
-    from probe.factors import cka, factors
-    from probe.hooks import PatchContext
-    from probe.intervene import ablate, patching, steer
-    from probe.model import Model, load
-    from probe.probing import fit_probes
-    from probe.report import report
-    from probe.run import Run
-    from probe.verify import verify
+    from probe.pages import report

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from probe.model import Model
+    from probe.core.model import Model
 
 CARD_FILE = "probe_card.json"
 
@@ -98,7 +98,7 @@ PACKAGED_CARDS = Path(__file__).parent / "zoo" / "cards"  # measured cards of pa
 
 def model_dir(model: Model) -> Path | None:
     """The local folder a loaded model came from, or None (hub models live in the HF cache)."""
-    from probe.loading import BUNDLED, bundled_path
+    from probe.core.loading import BUNDLED, bundled_path
 
     if model.name in BUNDLED and bundled_path(model.name).is_dir():
         return bundled_path(model.name)
@@ -146,7 +146,7 @@ def count_params(folder: Path) -> int | None:
 
     A delta folder (``probe_base.json``) counts its base model's tensors too, each tensor once.
     """
-    from probe.loading import BASE_FILE, package_dir
+    from probe.core.loading import BASE_FILE, package_dir
 
     sizes: dict[str, int] = {}
     for file in sorted(folder.glob("*.safetensors")):
@@ -276,12 +276,12 @@ def _hub_cached(name: str) -> bool:
 
 
 def family_examples() -> list[dict]:
-    """Hub rows for the example checkpoints of every family in ``probe.adapters.FAMILIES`` not listed above.
+    """Hub rows for the example checkpoints of every family in ``probe.core.adapters.FAMILIES`` not listed above.
 
     Figures come from the checkpoint's config.json when it is in the local HF cache (nothing is
     downloaded); otherwise only name, kind and family are known.
     """
-    from probe.adapters import FAMILIES
+    from probe.core.adapters import FAMILIES
 
     listed = {e["name"] for e in HUB_EXAMPLES + PACKAGED_EXAMPLES}
     rows = []
@@ -325,8 +325,8 @@ def models() -> pd.DataFrame:
     """
     import pandas as pd
 
+    from probe.core.loading import BUNDLED, DELTAS, PACKAGED, bundled_path, package_dir
     from probe.defaults import available
-    from probe.loading import BUNDLED, DELTAS, PACKAGED, bundled_path, package_dir
 
     rows = []
     for name in BUNDLED:

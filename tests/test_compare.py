@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from probe.compare import (
+from probe.analysis.compare import (
     COLUMNS,
     Slot,
     agreement,

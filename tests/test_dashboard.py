@@ -25,12 +25,12 @@ pytest.importorskip("dash")
 
 from typer.testing import CliRunner  # noqa: E402
 
+from probe.app import DashboardError, Workbench, start  # noqa: E402
 from probe.cli import app as cli_app  # noqa: E402
-from probe.dashboard import DashboardError, Workbench, start  # noqa: E402
 from probe.errors import InputError  # noqa: E402
 
 TEXT = "The robot must [MASK] hurt the human."
-DASHBOARD = sys.modules["probe.dashboard"]  # the module (probe.dashboard the attribute is the function)
+DASHBOARD = sys.modules["probe.app"]  # the package behind the function probe.dashboard
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,8 @@ def figure_json(fig) -> dict:
 
 # -- the work, without a browser ----------------------------------------------------------------
 def test_update_shows_the_reports_figures(bench, tiny_gpt, tiny_bert):
-    from probe.report.build import _run, model_text
+    from probe.analysis.compare import model_text
+    from probe.pages.build import _run
 
     figs = bench.update([tiny_gpt.name, tiny_bert.name], TEXT, layer=1, head=2)
     assert set(figs) == {
@@ -66,7 +67,7 @@ def test_update_shows_the_reports_figures(bench, tiny_gpt, tiny_bert):
         "residual_norms",
         "neurons",
     }
-    from probe.compare import Slot, compare
+    from probe.analysis.compare import Slot, compare
 
     run = _run(tiny_gpt, model_text(tiny_gpt, Slot.parse(TEXT, need_mask=False), TEXT))
     for view in ("tokens", "logit_lens", "attention_entropy", "residual_norms"):
@@ -169,7 +170,7 @@ def test_an_encoder_has_no_predictions_but_its_other_views(tiny_gpt, minilm):
     ],
 )
 def test_a_click_names_a_token(view, point, position):
-    from probe.dashboard._app import clicked_position
+    from probe.app._app import clicked_position
 
     assert clicked_position(view, {"points": [point]}) == position
     assert clicked_position(view, None) is None
@@ -232,7 +233,7 @@ def test_save_as_report_writes_the_same_report(bench, tiny_gpt, tiny_bert, tmp_p
 
 
 def _why() -> dict:
-    from probe.dashboard._core import why_functions
+    from probe.app._core import why_functions
 
     return why_functions()
 
@@ -276,7 +277,7 @@ def test_with_interventions_the_page_has_a_why_section(server, tiny_gpt):
 
 def test_importing_the_dashboard_stays_light_and_probe_dashboard_is_the_function():
     code = (
-        "import sys, probe; f = probe.dashboard; import probe.dashboard; "
+        "import sys, probe; import probe.app; f = probe.dashboard; "
         "assert callable(f) and f.__name__ == 'dashboard', f; "
         "heavy = [m for m in ('dash', 'torch', 'plotly', 'flask') if m in sys.modules]; "
         "assert not heavy, heavy"

@@ -329,7 +329,7 @@ def test_different_model_on_out_refused(tiny_gpt, tiny_bert, tmp_path):
 def test_refuses_when_disk_lacks_room(tiny_gpt, tmp_path, monkeypatch):
     import shutil
 
-    extract_module = importlib.import_module("probe.extract")
+    extract_module = importlib.import_module("probe.analysis.extract")
     monkeypatch.setattr(extract_module.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 1000))
     with pytest.raises(InputError, match="free but this extraction needs"):
         probe.extract(tiny_gpt, TEXTS, hooks=[RESID], out=tmp_path / "a")
@@ -343,7 +343,7 @@ def test_size_estimate_printed_before_start(tiny_gpt, tmp_path, capsys):
 
 
 def test_probe_extract_is_callable_after_module_import():
-    import probe.extract  # noqa: F401  (binds the module to probe.extract)
+    import probe.analysis.extract  # noqa: F401  (a module named extract once shadowed the function)
 
     assert callable(probe.extract)
 
@@ -411,6 +411,6 @@ def test_zero_max_length(tiny_gpt, tmp_path):
 
 
 def test_progress_bar_off_without_a_terminal():
-    extract_module = importlib.import_module("probe.extract")
+    extract_module = importlib.import_module("probe.analysis.extract")
     assert extract_module._progress(100, quiet=False).disable  # pytest's stderr is no TTY
     assert extract_module._progress(100, quiet=True).disable

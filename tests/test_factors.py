@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import probe
+from probe.analysis.factors import linear_cka
 from probe.errors import InputError
-from probe.factors import linear_cka
 
 pytest.importorskip("sklearn")
 

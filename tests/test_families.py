@@ -378,7 +378,7 @@ def test_every_shared_hook_equals_transformerlens_bridge(case):
 
 def test_models_lists_every_family_with_an_example():
     pytest.importorskip("pandas")
-    from probe.adapters import FAMILIES
+    from probe.core.adapters import FAMILIES
 
     frame = probe.models().set_index("name")
     for family in FAMILIES.values():
@@ -404,7 +404,7 @@ def test_registry_is_torch_free():
     import subprocess
     import sys
 
-    code = "import sys, probe.adapters as a; a.supported(); assert 'torch' not in sys.modules"
+    code = "import sys, probe.core.adapters as a; a.supported(); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import probe
-from probe.compare import Slot, compare, fit_slot, is_word, run_slot
+from probe.analysis.compare import Slot, compare, fit_slot, is_word, run_slot
 from probe.errors import HookNameError, InputError, NoHeadError
-from probe.report import report
+from probe.pages import report
 
 TEXT = "The robot must [MASK] hurt the human."
 
@@ -338,17 +338,21 @@ def test_bad_plotly_js_mode(tiny_gpt, tmp_path):
         report("The robot must", [tiny_gpt], tmp_path / "r.html", plotly_js="cdn")
 
 
-def test_public_functions_survive_importing_their_modules():
-    """probe.compare / probe.report stay the functions after their modules are imported (report imports
-    probe.compare), and import probe still imports no torch."""
+def test_public_names_survive_importing_every_module():
+    """Every public name (probe.compare, probe.report, probe.extract, ...) stays what it names after every
+    module of the package is imported, with no module-class tricks; import probe still imports no torch."""
     import subprocess
     import sys
 
     code = (
-        "import sys, probe; assert 'torch' not in sys.modules; "
-        "from probe.compare import MASK; import probe.report.html; "
-        "from probe.compare import compare; from probe.report import report; "
-        "assert probe.compare is compare and probe.report is report, (probe.compare, probe.report)"
+        "import importlib, pkgutil, sys, probe; assert 'torch' not in sys.modules; "
+        "before = {n: getattr(probe, n) for n in probe._LAZY}; "
+        "names = [m.name for m in pkgutil.walk_packages(probe.__path__, 'probe.')]; "
+        "[importlib.import_module(n) for n in names]; "
+        "assert len(names) > 40, names; "
+        "wrong = [n for n in probe._LAZY if getattr(probe, n) is not before[n] "
+        "or getattr(probe, n) is not getattr(importlib.import_module(probe._LAZY[n]), n)]; "
+        "assert not wrong, wrong; assert callable(probe.compare) and callable(probe.report)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -192,8 +192,8 @@ def test_patch_value_that_is_not_a_tensor(tiny_gpt):
 
 def test_patch_that_never_fires(tiny_gpt):
     """A point whose module the forward never calls (an adapter listing a module it does not use)."""
-    from probe.adapters import Point
-    from probe.hooks import forward_capture
+    from probe.core.adapters import Point
+    from probe.core.capture import forward_capture
 
     class Extra(type(tiny_gpt.adapter)):
         def points(self):

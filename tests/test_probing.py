@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 import probe
+from probe.analysis.probing import _control_labels
 from probe.errors import InputError
-from probe.probing import _control_labels
 
 pytest.importorskip("sklearn")
 

@@ -109,7 +109,7 @@ CLEAN_RUN = """
 import json, sys
 import psutil
 import probe
-import probe._ray
+import probe.analysis._ray
 
 seen = {}
 
@@ -122,7 +122,7 @@ def listening():
             pass
     return sorted(found)
 
-def spied(loopback, imported=probe._ray.import_ray):  # ray is imported by probe, not here
+def spied(loopback, imported=probe.analysis._ray.import_ray):  # ray is imported by probe, not here
     ray = imported(loopback)
     shutdown = ray.shutdown
 
@@ -135,7 +135,7 @@ def spied(loopback, imported=probe._ray.import_ray):  # ray is imported by probe
     ray.shutdown = spy
     return ray
 
-probe._ray.import_ray = spied
+probe.analysis._ray.import_ray = spied
 model, corpus, out, address, hooks = sys.argv[1:6]
 probe.extract(model, corpus, hooks=hooks.split(","), out=out, docs_per_shard=6, quiet=True, engine="ray",
               address=address or None)
@@ -211,7 +211,7 @@ def test_ray_imported_before_probe_warns_once_naming_the_fix(tmp_path):
     script = (
         "import os, warnings; os.environ.pop('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER', None)\n"
         "import ray\n"
-        "from probe._ray import import_ray\n"
+        "from probe.analysis._ray import import_ray\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
         "    import_ray(loopback=True); import_ray(loopback=True); import_ray(loopback=False)\n"

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import probe
-from probe import loading
 from probe.cards import read_card
+from probe.core import loading
 from probe.defaults import FALLBACK_MODELS, REAL_MODELS, default_models
 
 ROBOT = "The robot must [MASK] hurt the human."

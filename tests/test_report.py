@@ -15,8 +15,8 @@ import pytest
 
 import probe
 from probe.errors import InputError
-from probe.report import html as report_html
-from probe.report import page, report
+from probe.pages import html as report_html
+from probe.pages import page, report
 
 TEXT = "The robot must [MASK] hurt the human."
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -206,7 +206,7 @@ def test_hostile_report_in_chromium_injects_nothing(hostile_report, tmp_path):
 
 
 def _bundled_installed() -> bool:
-    from probe.loading import BUNDLED, bundled_path
+    from probe.core.loading import BUNDLED, bundled_path
 
     return all((bundled_path(name) / "config.json").exists() for name in BUNDLED)
 

@@ -48,7 +48,7 @@ def test_cli_verify_prints_a_table_and_exits_1_on_failure(tiny_gpt_path, monkeyp
     result = runner.invoke(app, ["verify", tiny_gpt_path])
     assert result.exit_code == 0, result.output
     assert "hidden_states[0]" in result.stdout and "FAIL" not in result.stdout
-    verify_module = importlib.import_module("probe.verify")
+    verify_module = importlib.import_module("probe.analysis.verify")
 
     real = verify_module.verify
 

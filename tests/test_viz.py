@@ -238,7 +238,7 @@ def test_head_view_steps_carry_each_heads_pattern(tiny_gpt):
 
 def test_importing_probe_and_its_views_does_not_import_plotly():
     code = (
-        "import sys, probe, probe.viz, probe.report, probe.compare, probe.cards, probe.cli; "
+        "import sys, probe, probe.viz, probe.pages, probe.analysis.compare, probe.cards, probe.cli; "
         "assert 'plotly' not in sys.modules, 'plotly imported'"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from probe.cli import app
 from probe.errors import InputError
-from probe.report import report
+from probe.pages import report
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = "The robot must [MASK] hurt the human."

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import probe
-from probe.loading import BUNDLED, bundled_path
+from probe.core.loading import BUNDLED, bundled_path
 
 SAMPLE = (Path(__file__).parent / "data" / "heldout_sample.txt").read_text().splitlines()
 

@@ -29,7 +29,7 @@ from probe.viz.tokens import tokens
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from probe.run import Run
+    from probe.core.run import Run
 
 __all__ = [
     "RunPlots",

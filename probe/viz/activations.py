@@ -12,7 +12,7 @@ from probe.viz._style import DIVERGING, cell_size, esc, figure, labels, layer_na
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from probe.run import Run
+    from probe.core.run import Run
 
 
 def _token_axis(toks: list[str], cell: float) -> dict:

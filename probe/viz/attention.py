@@ -16,7 +16,7 @@ from probe.viz._style import SEQUENTIAL, cell_size, esc, figure, label, pool, ro
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from probe.run import Run
+    from probe.core.run import Run
 
 
 def patterns(run: Run, index: int = 0) -> np.ndarray:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from probe.lens import lens_table  # noqa: F401  (the analysis lives in probe.lens; kept importable here)
+from probe.analysis.lens import lens_table  # noqa: F401  (the analysis lives in probe.analysis.lens; kept importable here)
 from probe.viz._style import (
     ACCENT,
     SECOND,
@@ -26,7 +26,7 @@ from probe.viz._style import (
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from probe.run import Run
+    from probe.core.run import Run
 
 
 def logit_lens(run: Run, index: int = 0, max_text_positions: int = 160) -> go.Figure:

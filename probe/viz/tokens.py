@@ -12,7 +12,7 @@ from probe.viz._style import esc, figure, label
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from probe.run import Run
+    from probe.core.run import Run
 
 # category -> (name, colour): special tokens, tokens that start a word, pieces that continue one
 KINDS = [("special", "#d9d9d9"), ("starts a word", "#c6dbef"), ("continues a word", "#fdd0a2")]

@@ -1,0 +1,286 @@
+"""Interventions: change an activation and see what the model does. Patching, ablation, steering.
+
+Everything here is ``model.run(..., patch={hook: tensor | fn})`` underneath, which writes through the
+adapters' Points (``probe.core.capture``), so it works for every family and every hook name, head splits
+included. Positions are real-token positions: with right padding, position ``p`` is the same token
+in every text and ``-1`` is each text's own last token (``PatchContext.positions``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from probe.core.capture import LOGITS, PatchContext
+from probe.core.patch import resolve_patch
+from probe.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from probe.core.model import Model
+    from probe.core.run import Run
+
+__all__ = ["ablate", "steer", "patching", "resolve_patch", "PatchContext", "OVER"]
+
+# activation patching: what ``over`` patches, one hook per layer
+OVER = {
+    "resid_pre": "blocks.{layer}.hook_resid_pre",
+    "attn_out": "blocks.{layer}.hook_attn_out",
+    "mlp_out": "blocks.{layer}.hook_mlp_out",
+    "heads": "blocks.{layer}.attn.hook_z",
+}
+
+
+def _check_layer(model: Model, layer: int, what: str = "layer") -> int:
+    if not isinstance(layer, int) or not -model.n_layers <= layer < model.n_layers:
+        raise InputError(f"{what} {layer!r} is out of range; {model.name} has layers 0..{model.n_layers - 1}")
+    return layer % model.n_layers
+
+
+def _pairs(model: Model, pairs, what: str, size: int) -> list[tuple[int, int]]:
+    out = []
+    for pair in pairs or []:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise InputError(f"{what}s are (layer, index) pairs, got {pair!r}")
+        layer, index = pair
+        layer = _check_layer(model, layer)
+        if not isinstance(index, int) or not 0 <= index < size:
+            raise InputError(f"{what} {index!r} is out of range; {model.name} has {what}s 0..{size - 1} per layer")
+        out.append((layer, index))
+    return out
+
+
+def ablate(
+    model: Model,
+    text: str | list[str],
+    heads: Sequence[tuple[int, int]] = (),
+    neurons: Sequence[tuple[int, int]] = (),
+    how: str = "zero",
+    hooks: Sequence[str] | str | None = None,
+) -> Run:
+    """Run ``text`` with attention heads and/or MLP neurons knocked out.
+
+    Args:
+        heads: (layer, head) pairs; the head's output ``attn.hook_z`` [batch, pos, head, d_head] is set
+            to zero or to its mean.
+        neurons: (layer, neuron) pairs; the neuron's ``mlp.hook_post`` [batch, pos, d_mlp] is replaced.
+        how: "zero", or "mean": the value's mean over every real token of ``text`` (a reference set
+            of one or more texts; pass several for a better mean).
+        hooks: what to capture (default: as ``model.run``).
+
+    Returns:
+        Run of the ablated model; compare with ``model.run(text)``.
+
+    Example:
+        >>> probe.ablate(gpt, "The robot must not", heads=[(0, 1)]).predictions()
+    """
+    if how not in ("zero", "mean"):
+        raise InputError(f"how={how!r} is not an ablation; use 'zero' or 'mean'")
+    heads = _pairs(model, heads, "head", model.n_heads)
+    neurons = _pairs(model, neurons, "neuron", model.d_mlp)
+    if not heads and not neurons:
+        raise InputError("nothing to ablate; pass heads=[(layer, head)] and/or neurons=[(layer, neuron)]")
+    targets: dict[str, list[int]] = {}
+    for layer, h in heads:
+        targets.setdefault(f"blocks.{layer}.attn.hook_z", []).append(h)
+    for layer, i in neurons:
+        targets.setdefault(f"blocks.{layer}.mlp.hook_post", []).append(i)
+    means: dict[str, torch.Tensor] = {}
+    if how == "mean":
+        ref = model.run(text, hooks=list(targets))
+        real = ref.mask.bool()
+        means = {n: ref[n][real].float().mean(0) for n in targets}  # [head, d_head] or [d_mlp]
+
+    def knock(name: str, index: list[int]) -> Callable:
+        def fn(value: torch.Tensor, ctx: PatchContext) -> torch.Tensor:
+            # the index is the head (z: [batch, pos, head, d_head]) or the neuron (post: [batch, pos, d_mlp])
+            value[:, :, index] = means[name][index].to(value.dtype) if name in means else 0
+            return value
+
+        return fn
+
+    return model.run(text, hooks=hooks, patch={n: knock(n, idx) for n, idx in targets.items()})
+
+
+def steering_vector(model: Model, layer: int, plus: str, minus: str) -> torch.Tensor:
+    """ActAdd-style direction: resid_pre at ``layer`` of ``plus`` minus that of ``minus``, last tokens.
+
+    Returns:
+        Tensor [d_model].
+    """
+    name = f"blocks.{_check_layer(model, layer)}.hook_resid_pre"
+    run = model.run([plus, minus], hooks=[name])
+    last = [n - 1 for n in run.lengths]
+    return (run[name][0, last[0]] - run[name][1, last[1]]).float()
+
+
+def steer(
+    model: Model,
+    text: str | list[str],
+    vector: torch.Tensor | tuple[str, str],
+    layer: int,
+    scale: float = 1.0,
+    positions: Sequence[int] | None = None,
+    hooks: Sequence[str] | str | None = None,
+    max_new_tokens: int | None = None,
+):
+    """Add ``scale * vector`` to the residual stream entering block ``layer`` and run (or generate).
+
+    Args:
+        vector: Tensor [d_model], or two texts (plus, minus): their resid_pre difference at ``layer``.
+        positions: real-token positions to steer (negative from each text's end); default every position.
+        max_new_tokens: generate this many tokens with the steer applied at every step (causal models;
+            ``text`` is then one prompt) instead of one run.
+
+    Returns:
+        Run of the steered model, or ``(text, steps)`` as ``model.generate`` when ``max_new_tokens``.
+
+    Example:
+        >>> probe.steer(gpt, "I think that", (" love", " hate"), layer=2, scale=4, max_new_tokens=10)
+    """
+    layer = _check_layer(model, layer)
+    if isinstance(vector, (tuple, list)) and len(vector) == 2 and all(isinstance(v, str) for v in vector):
+        vector = steering_vector(model, layer, *vector)
+    if not isinstance(vector, torch.Tensor) or vector.shape != (model.d_model,):
+        got = list(vector.shape) if isinstance(vector, torch.Tensor) else type(vector).__name__
+        raise InputError(f"the steering vector must be a tensor [d_model={model.d_model}], got {got}")
+    delta = scale * vector
+
+    def add(value: torch.Tensor, ctx: PatchContext) -> torch.Tensor:  # value [batch, pos, d_model]
+        d = delta.to(value.device, value.dtype)
+        if positions is None:
+            return value + ctx.mask[..., None].to(value.dtype) * d
+        rows = torch.arange(len(value), device=value.device)
+        for p in positions:
+            value[rows, ctx.positions(p)] += d
+        return value
+
+    patch = {f"blocks.{layer}.hook_resid_pre": add}
+    if max_new_tokens is not None:
+        if not isinstance(text, str):
+            raise InputError("steered generation takes one prompt (a string)")
+        return model.generate(text, max_new_tokens=max_new_tokens, patch=patch, hooks=hooks)
+    return model.run(text, hooks=hooks, patch=patch)
+
+
+def metric_fn(model: Model, metric) -> tuple[Callable[[torch.Tensor], float], str]:
+    """("logit_diff", a, b) | ("logit", a) | ("prob", a) | ("logprob", a) | fn(logits [vocab]) -> float."""
+    from probe.analysis.lens import target_id
+
+    if callable(metric):
+        return (lambda logits: float(metric(logits))), getattr(metric, "__name__", "metric")
+    kinds = {"logit_diff": 3, "logit": 2, "prob": 2, "logprob": 2}
+    if not (isinstance(metric, (tuple, list)) and metric and metric[0] in kinds and len(metric) == kinds[metric[0]]):
+        raise InputError(
+            f"metric {metric!r} is not understood; pass ('logit_diff', word_a, word_b), ('logit', word), "
+            "('prob', word), ('logprob', word) or a function of the slot's logits [vocab]"
+        )
+    kind, *words = metric
+    ids = [target_id(model, w) for w in words]
+    label = f"{kind}({', '.join(repr(model.to_str_tokens([i])[0]) for i in ids)})"
+    if kind == "logit_diff":
+        return (lambda lg: float(lg[ids[0]] - lg[ids[1]])), label
+    if kind == "logit":
+        return (lambda lg: float(lg[ids[0]])), label
+    if kind == "prob":
+        return (lambda lg: float(lg.float().softmax(-1)[ids[0]])), label
+    return (lambda lg: float(lg.float().log_softmax(-1)[ids[0]])), label
+
+
+def patching(
+    model: Model,
+    clean: str,
+    corrupted: str,
+    metric=("logit_diff", " not", " be"),
+    over: str = "resid_pre",
+    positions: Sequence[int] | None = None,
+    layers: Sequence[int] | None = None,
+    batch_size: int = 32,
+) -> pd.DataFrame:
+    """Activation patching: run ``corrupted`` with one clean activation put back, for every layer and
+    position (or head), and measure how much of the clean behaviour returns.
+
+    Args:
+        clean, corrupted: two texts with the same number of tokens (masked models: [MASK] in the same place).
+        metric: measured on the slot's logits (causal: after the last token; masked: at [MASK]):
+            ("logit_diff", a, b) = logit(a) - logit(b), ("logit", a), ("prob", a), ("logprob", a), or
+            a function of the logits [vocab] returning a float.
+        over: "resid_pre" | "attn_out" | "mlp_out" (one patch per layer and position) or "heads"
+            (``attn.hook_z`` of one head at ``positions``, default all, per layer and head).
+        positions: real-token positions to patch (negative from the end); default every position.
+        layers: default every layer.
+
+    Returns:
+        DataFrame [layer, position, token, effect, normalized_effect] ("heads": [layer, head, effect,
+        normalized_effect]). effect = metric(patched) - metric(corrupted); normalized_effect divides by
+        metric(clean) - metric(corrupted): 1 means this activation alone restores the clean behaviour.
+        ``.attrs``: clean_value, corrupted_value, metric, over, hook. Plot: ``probe.viz.patching(frame)``.
+
+    Example:
+        >>> probe.patching(gpt, "The robot must not", "The robot must be", ("logit_diff", " hurt", " a"))
+    """
+    import pandas as pd
+
+    if over not in OVER:
+        raise InputError(f"over={over!r} is not patchable; use one of {', '.join(OVER)}")
+    if model.kind == "encoder":
+        raise InputError(f"{model.name} has no language-model head, so there is no metric to patch against")
+    score, label = metric_fn(model, metric)
+    layers = [_check_layer(model, la) for la in (range(model.n_layers) if layers is None else layers)]
+    hooks = [OVER[over].format(layer=la) for la in layers]
+    clean_run = model.run(clean, hooks=hooks + [LOGITS])
+    bad_run = model.run(corrupted, hooks=[LOGITS])
+    n = clean_run.lengths[0]
+    if bad_run.lengths[0] != n:
+        raise InputError(
+            f"clean and corrupted texts must have the same number of tokens for {model.name} "
+            f"({n} vs {bad_run.lengths[0]}); change words one for one"
+        )
+    slot = clean_run.position_of(None)
+    if bad_run.position_of(None) != slot:
+        raise InputError("clean and corrupted texts must have [MASK] at the same token position")
+    pos = list(range(n)) if positions is None else [clean_run.position_of(p) for p in positions]
+    clean_value, bad_value = score(clean_run.logits_at(slot)), score(bad_run.logits_at(slot))
+    span = clean_value - bad_value
+    toks = clean_run.token_strs(0)
+    rows = []
+    for layer, hook in zip(layers, hooks):
+        source = clean_run[hook]  # [1, pos, ...]
+        if over == "heads":  # row j patches head j at the chosen positions
+            units = list(range(model.n_heads))
+
+            def fn(value, ctx, source=source, units=units):
+                for j, h in enumerate(units):
+                    value[j, pos, h] = source[0, pos, h].to(value.dtype)
+                return value
+        else:  # row j patches position units[j]
+            units = pos
+
+            def fn(value, ctx, source=source, units=units):
+                rows_ = torch.arange(len(units))
+                value[rows_, units] = source[0, units].to(value.dtype)
+                return value
+
+        ids = bad_run.ids.repeat(len(units), 1)
+        patched = model.run(ids, hooks=[LOGITS], patch={hook: fn}, batch_size=max(batch_size, len(units)))
+        for j, unit in enumerate(units):
+            effect = score(patched[LOGITS][j, slot]) - bad_value
+            row = {"layer": layer}
+            row.update({"head": unit} if over == "heads" else {"position": unit, "token": toks[unit]})
+            row.update(effect=effect, normalized_effect=effect / span if span != 0 else float("nan"))
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame.attrs.update(
+        clean_value=clean_value,
+        corrupted_value=bad_value,
+        metric=label,
+        over=over,
+        hook=OVER[over],
+        model=model.name,
+        clean=clean,
+        corrupted=corrupted,
+    )
+    return frame

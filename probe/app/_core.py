@@ -1,0 +1,481 @@
+"""The dashboard's work without any web code: models loaded once, runs and figures cached, one lock per model.
+
+Everything the page shows comes from :class:`Workbench` methods that take plain values (model names, a
+text, a layer, a head, a focused position) and return ``probe.viz`` figures, the same builders the HTML
+reports use. The Dash callbacks (``probe.dashboard._app``) only call these, so the work can be timed and
+tested without a browser (``benchmarks/dashboard.py``).
+
+Thread safety: the web server answers requests in threads. A forward pass registers hooks on the model's
+modules and may switch its attention kernel, so two passes on one model at once would see each other's
+hooks; every piece of work on a model therefore holds that model's lock (several models: in name order, so
+two requests never wait on each other in a circle). Results are cached under the text and model they came
+from and returned as new values, so two users' requests never share mutable state.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from probe.defaults import DEFAULT_TEXT, MASK
+from probe.errors import InputError, LoadError
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from probe.core.model import Model
+    from probe.core.run import Run
+
+# The longest text the page takes, in characters, before it is even tokenized.
+MAX_CHARS = 2000
+# Tokens per text: figures of longer texts are unreadable and slow to draw; the model's context caps it too.
+MAX_TOKENS = 256
+EXAMPLES = (
+    DEFAULT_TEXT,
+    "Paris is the [MASK] of France.",
+    "The cat sat on the [MASK] and went to sleep.",
+    "She opened the door and [MASK] into the room.",
+)
+# The views of one model (each a probe.viz builder; see Workbench.model_views) and of all models together.
+MODEL_VIEWS = ("tokens", "predictions", "logit_lens", "lens_target", "attention_entropy", "residual_norms", "neurons")
+COMPARE_VIEWS = ("comparison", "compare_layers")
+FOCUSED_VIEWS = ("predictions", "lens_target")  # drawn for the focused token; the others only outline it
+TOP_K = 10
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One model the page may offer: its name in the picker and what ``probe.load`` takes to load it."""
+
+    name: str
+    source: Any  # a name, a path, or an already loaded Model
+
+
+class _LRU:
+    """A small thread-safe least-recently-used cache; ``get_or_make`` runs ``make`` outside its lock."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key]
+        value = make()  # callers hold the model lock, so one key is never made twice at once
+        with self._lock:
+            self.misses += 1
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def offered_models(given: Sequence[Any]) -> list[Choice]:
+    """The models the page may load: those given (command line) first, then every installed one
+    ``probe.models()`` lists. Nothing else can be loaded from the browser."""
+    from probe.core.model import Model
+
+    choices: list[Choice] = []
+    seen: set[str] = set()
+    for item in given:
+        name = item.name if isinstance(item, Model) else str(item)
+        if name in seen:
+            continue
+        seen.add(name)
+        choices.append(Choice(name, item))
+    try:
+        from probe.cards import models as listed
+
+        frame = listed()
+        installed = frame[frame["installed"].astype(bool)]["name"].tolist()
+    except Exception:  # the list is a convenience; the given models are always offered
+        installed = []
+    for name in installed:
+        if name not in seen:
+            seen.add(name)
+            choices.append(Choice(name, name))
+    return choices
+
+
+class Workbench:
+    """The models a dashboard offers, loaded once, with cached runs and figures.
+
+    Args:
+        models: names, paths or loaded Models to select first (they are offered even if ``probe models``
+            does not list them).
+        offered: every model the page may pick, as Choices; default: ``models`` plus the installed models
+            ``probe.models()`` lists.
+        max_tokens: the longest text in tokens (also capped at each model's context).
+
+    Example:
+        >>> bench = Workbench(["tiny-gpt", "tiny-bert"])
+        >>> figs = bench.update(["tiny-gpt", "tiny-bert"], "The robot must [MASK] hurt the human.", 0, 0)
+    """
+
+    def __init__(self, models: Sequence[Any], offered: Sequence[Choice] | None = None, max_tokens: int = MAX_TOKENS):
+        if isinstance(models, str) or not isinstance(models, Sequence):
+            models = [models]
+        if not models:
+            raise InputError("no models given; pass at least one, e.g. ['tiny-gpt', 'tiny-bert']")
+        if not isinstance(max_tokens, int) or max_tokens < 2:
+            raise InputError(f"max_tokens must be an integer of at least 2, got {max_tokens!r}")
+        self.choices = list(offered) if offered is not None else offered_models(models)
+        self.offered = [c.name for c in self.choices]
+        self._source = {c.name: c.source for c in self.choices}
+        from probe.core.model import Model
+
+        self.selected = list(dict.fromkeys(m.name if isinstance(m, Model) else str(m) for m in models))
+        missing = [n for n in self.selected if n not in self._source]
+        if missing:
+            raise InputError(f"{', '.join(missing)} is not among the offered models; add it to offered=")
+        self.max_tokens = max_tokens
+        # one lock per offered model, made now so that no two threads ever make two locks for one model
+        self._locks = {name: threading.RLock() for name in self.offered}
+        self._loaded: dict[str, Model] = {}
+        self._runs = _LRU(8)  # a run holds every position's logits (50 MB at 256 tokens of SmolLM2): keep few
+        self._figures = _LRU(512)
+
+    # -- models --------------------------------------------------------------------------------
+    def check_name(self, name: Any) -> str:
+        """``name`` if the page offers it; otherwise an InputError (no arbitrary paths from a browser)."""
+        if name is None or name == "":
+            raise InputError(f"pick a model first: one of {', '.join(self.offered)}")
+        if not isinstance(name, str) or name not in self._locks:
+            shown = repr(name)[:80]
+            raise InputError(
+                f"model {shown} is not offered here; pick one of {', '.join(self.offered)} "
+                "(start `probe dashboard -m NAME` to add one)"
+            )
+        return name
+
+    def model(self, name: str) -> Model:
+        """The loaded model called ``name`` (loaded on first use, under its lock, then kept)."""
+        name = self.check_name(name)
+        with self._locks[name]:
+            if name not in self._loaded:
+                from probe.core.model import Model, load
+
+                source = self._source[name]
+                try:
+                    self._loaded[name] = source if isinstance(source, Model) else load(source)
+                except LoadError:
+                    raise
+                except Exception as err:  # a broken install must not take the page down
+                    raise LoadError(f"cannot load {name}: {str(err).splitlines()[0] if str(err) else err!r}") from None
+            return self._loaded[name]
+
+    def warm(self, names: Iterable[str] | None = None, on_load: Callable[[str], None] | None = None) -> None:
+        """Load ``names`` (default: the selected models) now, so the first request does not wait."""
+        for name in self.selected if names is None else names:
+            if on_load is not None:
+                on_load(name)
+            self.model(name)
+
+    @contextmanager
+    def _holding(self, names: Iterable[str]):
+        """Hold the locks of ``names`` (in name order, so two requests never wait on each other in a circle)."""
+        with ExitStack() as stack:
+            for name in sorted(set(names)):
+                stack.enter_context(self._locks[name])
+            yield
+
+    # -- text --------------------------------------------------------------------------------
+    def check_text(self, text: Any) -> str:
+        """The text if the page can take it: a non-empty string of at most MAX_CHARS characters."""
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"type a sentence first; put {MASK} where a word is missing, e.g. '{DEFAULT_TEXT}'")
+        if len(text) > MAX_CHARS:
+            raise InputError(f"the text has {len(text):,} characters; the dashboard takes at most {MAX_CHARS:,}")
+        return text
+
+    def read_text(self, model: Model, text: str) -> str | None:
+        """What ``model`` reads for ``text`` (as in the report): masked models their own mask token, causal
+        models the left context of [MASK]; None means just the BOS token. Checks the length cap."""
+        from probe.analysis.compare import Slot, model_text
+
+        slot = Slot.parse(text, need_mask=model.kind == "masked")
+        read = model_text(model, slot, text)
+        if read is not None:
+            n = len(model.tokenizer(read, add_special_tokens=True)["input_ids"])
+            if model.kind == "causal" and getattr(model, "start_token_id", None) is not None:
+                n += 1  # read as a document: the start token first (probe.report does the same)
+            cap = min(self.max_tokens, model.n_ctx)
+            if n > cap:
+                why = f"{model.name}'s context" if cap == model.n_ctx else "the dashboard's limit (--max-tokens)"
+                raise InputError(f"the text is {n} tokens for {model.name}, more than {cap} ({why}); shorten it")
+        return read
+
+    # -- runs and figures ----------------------------------------------------------------------
+    def run(self, name: str, text: str) -> Run:
+        """The run of model ``name`` on ``text`` (cached by (model, text)); the same hooks as the report."""
+        from probe.pages.build import _run
+
+        text = self.check_text(text)
+        model = self.model(name)
+        with self._locks[name]:
+            return self._runs.get_or_make((name, text), lambda: _run(model, self.read_text(model, text)))
+
+    def _figure(self, key: tuple, names: Iterable[str], make: Callable[[], go.Figure]) -> go.Figure:
+        with self._holding(names):
+            return self._figures.get_or_make(key, make)
+
+    def model_view(self, name: str, text: str, view: str, focus: int | None = None) -> go.Figure:
+        """One per-model figure (a name in MODEL_VIEWS); ``focus`` is a token position (predictions there).
+
+        The figures are the report's: ``run.plot.<view>()`` with the report's arguments.
+        """
+        if view not in MODEL_VIEWS:
+            raise InputError(f"unknown view {view!r}; one of {', '.join(MODEL_VIEWS)}")
+        run = self.run(name, text)
+        model = run.model
+        if view in ("predictions", "logit_lens", "lens_target") and model.kind == "encoder":
+            raise InputError(f"{name} is an encoder without a language-model head: it has no predictions")
+        pos = self.focus(run, focus)
+        plots = run.plot
+        if view == "predictions":
+            make = lambda: plots.predictions(k=TOP_K, position=pos)  # noqa: E731
+        elif view == "lens_target":
+
+            def make():
+                top = int(run.predictions(k=1, position=pos)["token_id"].iloc[0])
+                return plots.lens_target(top, position=pos)
+
+        elif view == "neurons":
+            make = lambda: plots.neurons(k=min(16, model.d_mlp))  # noqa: E731
+        else:
+            make = getattr(plots, view)
+        key = ("view", name, text, view) + ((pos,) if view in FOCUSED_VIEWS else ())
+        fig = self._figure(key, [name], make)
+        if view in ("logit_lens", "residual_norms") and pos is not None:
+            fig = highlight_column(fig, pos)
+        return fig
+
+    def attention(self, name: str, text: str, layer: int, head: int, focus: int | None = None) -> go.Figure:
+        """One head's pattern (``run.plot.attention``), the focused query row outlined."""
+        run = self.run(name, text)
+        layer, head = self.clamp_head(run.model, layer, head)
+        fig = self._figure(("attention", name, text, layer, head), [name], lambda: run.plot.attention(layer, head))
+        pos = self.focus(run, focus)
+        return highlight_row(fig, pos) if pos is not None else fig
+
+    def compare_views(self, names: Sequence[str], text: str, rescore: bool = False) -> dict[str, go.Figure]:
+        """The GPT-vs-BERT comparison of the report (``probe.compare``): two figures.
+
+        ``rescore`` adds the report's third kind of panel (each causal model scores every candidate filled
+        into the whole sentence); it costs a forward pass per candidate word, so the page asks for it."""
+        from probe.analysis.compare import compare
+
+        text = self.check_text(text)
+        names = list(dict.fromkeys(self.check_name(n) for n in names))
+        # keys are the names offered (a path stays a path); the figures name models as they call themselves
+        usable = {n: m for n, m in ((n, self.model(n)) for n in names) if m.kind != "encoder"}
+        if not usable:
+            raise InputError("pick at least one model with a language-model head to compare")
+        for m in usable.values():
+            self.read_text(m, text)  # the length cap and [MASK] rules, with the page's wording
+        key = ("compare", tuple(usable), text, bool(rescore))
+        with self._holding(usable):
+            frame = self._figures.get_or_make(
+                key, lambda: compare(text, list(usable.values()), k=TOP_K, rescore=bool(rescore))
+            )
+            return {
+                "comparison": self._figures.get_or_make(key + ("plot",), frame.plot),
+                "compare_layers": self._figures.get_or_make(key + ("layers",), frame.plot_layers),
+            }
+
+    def update(
+        self,
+        names: Sequence[str],
+        text: str,
+        layer: int = 0,
+        head: int = 0,
+        focus: int | None = None,
+        *,
+        detail: str | None = None,
+        rescore: bool = False,
+    ) -> dict[str, go.Figure]:
+        """Every figure the page shows for this state: the comparison (2+ models) and one model's views.
+
+        This is what one full page update costs; the page itself asks for these in separate requests
+        (comparison, model views, attention) so a head change redraws one figure only.
+
+        Args:
+            names: the models picked; ``detail`` (default the first) is the one shown view by view.
+            layer, head: the attention head shown; focus: a clicked token position (None: the slot).
+            rescore: add the whole-sentence rescoring to the comparison (slower).
+
+        Returns:
+            {view name: Figure}: "comparison", "compare_layers" (two or more models), the MODEL_VIEWS of
+            ``detail`` and "attention" (``layer``, ``head``).
+        """
+        names = [self.check_name(n) for n in names]
+        if not names:
+            raise InputError("pick at least one model")
+        out: dict[str, go.Figure] = {}
+        if len(names) > 1:
+            out.update(self.compare_views(names, text, rescore=rescore))
+        detail = self.check_name(detail) if detail is not None else names[0]
+        kind = self.model(detail).kind
+        for view in MODEL_VIEWS:
+            if kind == "encoder" and view in ("predictions", "logit_lens", "lens_target"):
+                continue
+            out[view] = self.model_view(detail, text, view, focus)
+        out["attention"] = self.attention(detail, text, layer, head, focus)
+        return out
+
+    # -- why: attribution and activation patching (when this install has them) ---------------------
+    def attribution(self, name: str, text: str) -> go.Figure:
+        """``probe.viz.attribution(probe.attribute(model, text))``: how much each token raised the model's
+        top prediction at the slot (the analysis's defaults)."""
+        attribute, draw = self._why("attribution")
+        text = self.check_text(text)
+        model = self.model(name)
+        read = self._read_or_fail(model, text)
+        make = lambda: draw(attribute(model, read))  # noqa: E731
+        return self._figure(("attribution", name, text), [name], make)
+
+    def patching(self, name: str, clean: str, corrupted: Any) -> go.Figure:
+        """``probe.viz.patching(probe.patching(model, clean, corrupted, metric))`` over the residual stream.
+
+        The metric is the logit difference between the clean and the corrupted text's top predictions
+        (the log-probability of the clean one when both agree), so any pair of sentences works.
+        """
+        patching, draw = self._why("patching")
+        clean = self.check_text(clean)
+        if not isinstance(corrupted, str) or not corrupted.strip():
+            raise InputError("type a corrupted sentence to patch from: the same sentence with a word changed")
+        corrupted = self.check_text(corrupted)
+        model = self.model(name)
+        read_clean, read_corrupted = self._read_or_fail(model, clean), self._read_or_fail(model, corrupted)
+        if read_clean == read_corrupted:
+            raise InputError(
+                f"{model.name} reads the same text from both sentences ({read_clean!r}); change a word it reads"
+                + (f" (a {model.kind} model reads only the words before {MASK})" if model.kind == "causal" else "")
+            )
+
+        def make():  # as probe.report's patching section: the two texts' top answers, the residual stream
+            answer = int(model.run(read_clean, hooks=["logits"]).logits_at().argmax())
+            rival = int(model.run(read_corrupted, hooks=["logits"]).logits_at().argmax())
+            metric = ("logit_diff", answer, rival) if rival != answer else ("logprob", answer)
+            return draw(patching(model, read_clean, read_corrupted, metric=metric, over="resid_pre"))
+
+        return self._figure(("patching", name, clean, corrupted), [name], make)
+
+    def _why(self, view: str) -> tuple[Callable, Callable]:
+        found = why_functions().get(view)
+        if found is None:
+            raise InputError(f"this install has no {view} (it comes with probe's interventions)")
+        return found
+
+    def _read_or_fail(self, model: Model, text: str) -> str:
+        if model.kind == "encoder":
+            raise InputError(f"{model.name} is an encoder without a language-model head: nothing to explain")
+        read = self.read_text(model, text)
+        if read is None:
+            raise InputError(f"{MASK} opens the text, so {model.name} has no words before it to explain")
+        return read
+
+    # -- small helpers -------------------------------------------------------------------------
+    @staticmethod
+    def clamp_head(model: Model, layer: Any, head: Any) -> tuple[int, int]:
+        """Layer and head as ints inside the model (a picker may still hold another model's values)."""
+        try:
+            layer, head = int(layer or 0), int(head or 0)
+        except (TypeError, ValueError):
+            raise InputError(f"layer and head must be whole numbers, got {layer!r} and {head!r}") from None
+        return min(max(layer, 0), model.n_layers - 1), min(max(head, 0), model.n_heads - 1)
+
+    @staticmethod
+    def focus(run: Run, focus: Any) -> int | None:
+        """A clicked position if it lies inside this run's tokens, else None (the model's default slot)."""
+        if focus is None or isinstance(focus, bool):
+            return None
+        try:
+            pos = int(focus)
+        except (TypeError, ValueError):
+            return None
+        return pos if 0 <= pos < run.lengths[0] else None
+
+    def stats(self) -> dict[str, int]:
+        """Cache counters (for the benchmark): runs and figures made and reused."""
+        return {
+            "runs_made": self._runs.misses,
+            "runs_reused": self._runs.hits,
+            "figures_made": self._figures.misses,
+            "figures_reused": self._figures.hits,
+        }
+
+    def report(self, names: Sequence[str], text: str, path) -> Any:
+        """Write the current state as the same self-contained HTML report ``probe.report`` writes."""
+        from probe.pages import report
+
+        text = self.check_text(text)
+        names = list(dict.fromkeys(self.check_name(n) for n in names))
+        if not names:
+            raise InputError("pick at least one model")
+        models = [self.model(n) for n in names]
+        for m in models:
+            self.read_text(m, text)
+        with self._holding(names):
+            return report(text, models, path, k=TOP_K)
+
+
+def why_functions() -> dict[str, tuple[Callable, Callable]]:
+    """The "why" views this install has: {"attribution": (probe.attribute, probe.viz.attribution),
+    "patching": (probe.patching, probe.viz.patching)}, each only when both halves exist (they come with
+    the interventions issue)."""
+    import importlib
+
+    import probe
+
+    found = {}
+    for view, name in (("attribution", "attribute"), ("patching", "patching")):
+        try:
+            analysis = getattr(probe, name)
+            draw = getattr(importlib.import_module("probe.viz"), view)
+        except (ImportError, AttributeError):
+            continue
+        if callable(analysis) and callable(draw):
+            found[view] = (analysis, draw)
+    return found
+
+
+def highlight_column(fig: go.Figure, pos: int) -> go.Figure:
+    """A copy of a (layers x positions) heatmap with column ``pos`` outlined (the focused token)."""
+    import plotly.graph_objects as go
+
+    out = go.Figure(fig)
+    out.add_vrect(x0=pos - 0.5, x1=pos + 0.5, line={"color": "#d62728", "width": 2}, fillcolor="rgba(0,0,0,0)")
+    return out
+
+
+def highlight_row(fig: go.Figure, pos: int) -> go.Figure:
+    """A copy of an attention pattern with query row ``pos`` outlined (the focused token)."""
+    import plotly.graph_objects as go
+
+    out = go.Figure(fig)
+    out.add_shape(
+        type="rect",
+        xref="x domain",
+        yref="y",
+        x0=0,
+        x1=1,
+        y0=pos - 0.5,
+        y1=pos + 0.5,
+        line={"color": "#d62728", "width": 2},
+    )
+    return out

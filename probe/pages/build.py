@@ -1,0 +1,298 @@
+"""``probe.report``: one self-contained HTML page about how some models read one sentence."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from probe.analysis.compare import DEFAULT_TEXT, MASK, Slot, model_text
+from probe.errors import InputError
+from probe.pages.html import (
+    Section,
+    check_plotly_js,
+    figure_block,
+    note_block,
+    output_path,
+    plotly_source,
+    render,
+    table_block,
+    write_atomic,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from probe.core.model import Model
+    from probe.core.run import Run
+
+# Short explanations printed under each figure: what it shows and how to read it.
+CAPTIONS = {
+    "tokens": "The text as the model's tokenizer splits it, one cell per token with its id underneath. "
+    "Blue cells start a word, orange cells continue the word before them, grey cells are special tokens. "
+    "A middle dot · marks a space that belongs to the token; <0xF0> is one byte of a character split over "
+    "several tokens.",
+    "predictions": "The model's own output at the slot: the {k} most likely tokens and their probabilities.",
+    "logit_lens": "The logit lens: the model's output head applied to the residual stream after every block, at "
+    "every position. Each cell shows that layer's most likely token; darker means more confident. Read a "
+    "column bottom-up to watch a prediction form. Hover for the top 3 (and, for GPT-style models, the rank of the "
+    "token that actually comes next).",
+    "lens_target": "The model's final answer {answer} at the slot, followed through the layers: its probability "
+    "(left) and its rank among all tokens (right, 1 = top). A rank that drops early means the layers "
+    "before the output already knew.",
+    "attention_grid": "Every attention head at once: rows are layers, columns are heads. In each small square a row "
+    "is a query token and its colours show where that token looks (columns = keys, left to right in text order). "
+    "Long texts are pooled into blocks.",
+    "attention_heads": "One head at a time, with token labels. Pick a layer in the menu (top left) and a head with "
+    "the slider. Each row is a query token; the row's colours are its attention weights over the keys and sum to 1.",
+    "attention_entropy": "How spread out each head's attention is, averaged over the tokens, in bits. 0 bits: every "
+    "token attends to exactly one token. High values: attention is spread evenly (hover for the uniform value).",
+    "residual_norms": "The size (L2 norm) of the residual stream, the running representation every block reads "
+    "and adds to, at each layer and token. Unusually large tokens often serve as 'attention sinks'.",
+    "neurons": "The {k} MLP neurons of the last block that fire most strongly anywhere in the text (rows) and "
+    "their activation at every token (red positive, blue negative). Neurons that light up on one token only are "
+    "good places to start looking for features.",
+    "compare": "Each panel is one model and one way of asking it. A masked model (BERT) sees both sides of the "
+    "slot. A causal model (GPT) predicting the next word sees only the left side; rescored, it fills every "
+    "candidate word into the whole sentence and compares the sentences' likelihoods, so the right side counts "
+    "too. Words are ordered by how much all models like them; #n is the word's rank in that panel.",
+    "compare_layers": "For every model, the rank of its final top word at every layer (logit lens at the slot; "
+    "rank among all tokens, punctuation included; special tokens are never a masked model's filler). Where a line reaches the top tells when that model "
+    "settled on its answer.",
+    "candidates": "The top {k} words of every list with their probabilities (rescored: the sentence's share of "
+    "the candidates' total likelihood).",
+    "agreement": "How much the models' word lists agree: overlap@k is the share of top-k words two lists have in "
+    "common; Spearman and Kendall correlations compare the order of the words both lists contain "
+    "(1 = same order, -1 = reversed).",
+}
+
+
+def _run(model: Model, text: str | None) -> Run:
+    hooks = list(dict.fromkeys(model.default_hooks + [f"blocks.{model.n_layers - 1}.mlp.hook_post"]))
+    if model.kind == "causal":  # read as a document: the start token first where the model needs it
+        try:
+            return model.run(model.document_ids(text), hooks=hooks)
+        except InputError:
+            if text:
+                raise
+            raise InputError(
+                f"{MASK} opens the text, so {model.name} has no left context; put a word before {MASK}"
+            ) from None
+    return model.run(text, hooks=hooks)
+
+
+def _card_rows(card: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A card flattened to (field, value) rows: the headline fields first, nested dicts as a.b."""
+    from probe.cards import heldout_summary
+
+    first = ["name", "kind", "family", "params", "layers", "heads", "d_model", "d_mlp", "context", "vocab"]
+    rows = [(k, card[k]) for k in first if k in card]
+    summary = heldout_summary(card)
+    if summary:
+        rows.append(("held-out", summary))
+
+    def flat(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                flat(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, (list, tuple)):
+            rows.append((prefix, f"[{len(value)} values]" if len(value) > 8 else ", ".join(map(str, value))))
+        else:
+            rows.append((prefix, value))
+
+    for key, value in card.items():
+        if key not in first and key != "shape":  # shape repeats the headline fields
+            flat(key, value)
+    return rows[:80]
+
+
+def model_section(model: Model, name: str, text: str, slot: Slot, k: int = 10, truncate: bool = False) -> Section:
+    """Card, tokens, predictions, logit lens, attention and activations of one model on the text.
+
+    With ``truncate``, a text longer than the model's context is cut to a window around the slot.
+    """
+    import pandas as pd
+
+    from probe.analysis.compare import run_slot
+    from probe.cards import card
+
+    fitted = run_slot(model, slot, truncate)
+    if fitted != slot and MASK not in text:  # model_text reads the whole text when there is no slot
+        text = fitted.left
+    read = model_text(model, fitted, text)
+    run = _run(model, read)
+    plots = run.plot
+    kind_note = {
+        "causal": "A causal (GPT-style) model reads left to right"
+        + (", so at the slot it has seen only the text before [MASK]." if MASK in text else "."),
+        "masked": "A masked (BERT-style) model sees the whole sentence at once and fills in its mask token.",
+        "encoder": "An encoder without a language-model head: it has attention and activations but no predictions.",
+    }[model.kind]
+    shown = " ".join(run.token_strs(0)) if read is None else read
+    section = Section(title=f"{name} ({model.kind})", intro=f"{kind_note} It reads:", text=shown)
+    if fitted != slot:
+        section.blocks.append(
+            note_block(
+                f"The text is longer than {model.name}'s context of {model.n_ctx} tokens; it was cut to the window above."
+            )
+        )
+    rows = _card_rows(card(model))
+    section.blocks.append(
+        table_block(
+            pd.DataFrame(rows, columns=["field", "value"]),
+            "Model card",
+            "What this model is, from its probe_card.json and config.",
+        )
+    )
+    section.blocks.append(figure_block(plots.tokens(), "Tokens", CAPTIONS["tokens"]))
+    if model.kind != "encoder":
+        top = run.predictions(k=k)
+        answer = repr(top["token"].iloc[0])
+        section.blocks.append(
+            figure_block(plots.predictions(k=k), "Predictions at the slot", CAPTIONS["predictions"].format(k=k))
+        )
+        section.blocks.append(figure_block(plots.logit_lens(), "Logit lens", CAPTIONS["logit_lens"]))
+        section.blocks.append(
+            figure_block(
+                plots.lens_target(int(top["token_id"].iloc[0])),
+                "The final answer, layer by layer",
+                CAPTIONS["lens_target"].format(answer=answer),
+            )
+        )
+    long_text = run.lengths[0] > 64
+    section.blocks.append(
+        figure_block(
+            plots.attention_grid(max_tokens=32 if long_text else 40), "Attention: all heads", CAPTIONS["attention_grid"]
+        )
+    )
+    section.blocks.append(
+        figure_block(
+            plots.attention_heads(max_tokens=48 if long_text else 128),
+            "Attention: one head at a time",
+            CAPTIONS["attention_heads"],
+        )
+    )
+    section.blocks.append(figure_block(plots.attention_entropy(), "Attention entropy", CAPTIONS["attention_entropy"]))
+    section.blocks.append(figure_block(plots.residual_norms(), "Residual-stream norm", CAPTIONS["residual_norms"]))
+    neurons = min(16, model.d_mlp)
+    section.blocks.append(
+        figure_block(plots.neurons(k=neurons), "Top MLP neurons", CAPTIONS["neurons"].format(k=neurons))
+    )
+    return section
+
+
+def comparison_section(models: list[Model], text: str, k: int = 10, truncate: bool = False) -> Section:
+    """The GPT-vs-BERT view: words side by side, the layer-by-layer rank, agreement numbers, the frame."""
+    from probe.analysis.compare import compare
+
+    usable = [m for m in models if m.kind != "encoder"]
+    section = Section(
+        title="Comparison",
+        intro="How the models fill the slot, side by side and layer by layer.",
+        id="comparison",
+    )
+    skipped = [m.name for m in models if m.kind == "encoder"]
+    if skipped:
+        section.blocks.append(note_block(f"Left out of the comparison (no language-model head): {', '.join(skipped)}."))
+    if not usable:
+        return section
+    frame = compare(text, usable, k=k, rescore=True, truncate=truncate)
+    if frame.attrs.get("truncated"):
+        section.blocks.append(
+            note_block(f"Cut to fit the context (a window around the slot): {', '.join(frame.attrs['truncated'])}.")
+        )
+    section.blocks.append(figure_block(frame.plot(), "Candidate words", CAPTIONS["compare"]))
+    section.blocks.append(figure_block(frame.plot_layers(), "Layer by layer", CAPTIONS["compare_layers"]))
+    if len(frame.agreement):
+        section.blocks.append(table_block(frame.agreement, "Agreement", CAPTIONS["agreement"]))
+    section.blocks.append(table_block(candidates_table(frame, k), "All candidates", CAPTIONS["candidates"].format(k=k)))
+    return section
+
+
+def candidates_table(frame, k: int):
+    """Rank x list table: each cell "word (prob)", one column per (model, method)."""
+    import pandas as pd
+
+    columns = {}
+    for (model, method), part in frame.groupby(["model", "method"], sort=False):
+        part = part.sort_values("rank").head(k)
+        columns[f"{model} · {method}"] = [
+            f"{w} ({p:.1%})" if p >= 0.001 else f"{w} ({p:.1e})" for w, p in zip(part["word"], part["prob"])
+        ]
+    width = max((len(v) for v in columns.values()), default=0)
+    table = {"rank": list(range(1, width + 1))}
+    table.update({name: values + [""] * (width - len(values)) for name, values in columns.items()})
+    return pd.DataFrame(table)
+
+
+def report(
+    text: str = DEFAULT_TEXT,
+    models: Sequence[Model | str] | Model | str | None = None,
+    path: str | os.PathLike = "report.html",
+    *,
+    k: int = 10,
+    title: str | None = None,
+    truncate: bool = False,
+    plotly_js: str = "inline",
+    sections: Sequence[str] | None = None,
+    corrupted: str | None = None,
+) -> Path:
+    """Write one self-contained HTML report of how ``models`` read ``text``; works offline.
+
+    Takes (text, models, path), like ``probe.compare(text, models)``; all three also as keywords.
+
+    Args:
+        text: a sentence; put ``[MASK]`` where a word is missing (needed when a masked model is among the models).
+        models: names, paths or loaded Models; None: ``probe.default_models()`` (the real pretrained pair
+            when installed, else the bundled tiny pair).
+        path: the .html file to write (atomically: an existing report is replaced only when complete).
+        k: candidates per prediction list.
+        title: page title; default "probe report: <models>".
+        truncate: cut a text longer than a model's context to a window around the slot instead of raising.
+        plotly_js: "inline" (default: the page is one self-contained file) or "beside" (plotly.js is written
+            once next to the page and shared, for folders of many reports).
+        sections: extra "why" sections after the model sections, any of "attribution" (integrated
+            gradients per token), "patching" (activation patching; needs ``corrupted``), "factors"
+            (NMF neuron factors) and "cka" (layer similarity). Default: none (the report as before).
+        corrupted: for "patching": the text with one word changed (same number of tokens).
+
+    Returns:
+        The path written. The page has a comparison section (two or more models) and one section per
+        model: card, tokens, predictions, logit lens, attention, activations. plotly.js is inlined once
+        (``plotly_js="inline"``) or written once beside the page (``"beside"``).
+
+    Example:
+        >>> probe.report("The robot must [MASK] hurt the human.", ["tiny-gpt", "tiny-bert"], "report.html")
+    """
+    from probe import _validate as check
+    from probe.analysis.compare import _unique_names, check_order, load_models
+    from probe.pages.why import validate, why_sections
+
+    check_order(text, models, "report")
+    truncate = check.boolean(truncate, "truncate")
+    path = output_path(path)  # fail before any model work
+    if title is not None and not isinstance(title, str):
+        raise InputError(f"title must be a string, got {title!r}")
+    check_plotly_js(plotly_js)
+    notice = None
+    if models is None:
+        from probe.defaults import default_models
+
+        models, notice = default_models()
+    extra = validate(sections, corrupted)
+    loaded = load_models(models, k)
+    slot = Slot.parse(text, need_mask=any(m.kind == "masked" for m in loaded))
+    names = _unique_names(loaded)
+    sections = []
+    if len(loaded) > 1:
+        sections.append(comparison_section(loaded, text, k, truncate))
+    sections += [model_section(m, n, text, slot, k, truncate) for m, n in zip(loaded, names, strict=True)]
+    sections += why_sections(extra, loaded, names, text, corrupted)
+    for i, s in enumerate(sections):
+        s.id = s.id or f"model-{i}"
+    title = title or f"probe report: {', '.join(names)}"
+    subtitle = "How each model reads the sentence below: what it predicts, where it looks, and when it decides."
+    if notice:  # the real models are not installed: say which ones were used instead, and how to get them
+        subtitle += f" Note: {notice}."
+    src = plotly_source(path, plotly_js)
+    return write_atomic(path, render(sections, title=title, subtitle=subtitle, text=text, plotly_src=src))

@@ -1,0 +1,160 @@
+"""Optional report sections that ask *why*: attribution, activation patching, neuron factors, CKA.
+
+``probe.report(..., sections=["attribution", "patching", "factors", "cka"])`` adds one section per
+name, after the model sections. Each reads the same text the model sections read (a causal model sees
+the left context of the [MASK]) and goes through the same escaped blocks as every other section.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import TYPE_CHECKING
+
+from probe.analysis.compare import MASK, Slot, model_text
+from probe.errors import InputError
+from probe.pages.html import Section, figure_block, note_block, table_block
+
+if TYPE_CHECKING:
+    from probe.core.model import Model
+
+SECTIONS = ("attribution", "patching", "factors", "cka")
+
+CAPTIONS = {
+    "attribution": "Integrated gradients: how much each token of the text raised (red) or lowered (blue) the "
+    "log-probability of the model's answer {target}, relative to the same text with those tokens replaced by "
+    "the {baseline} token. The values add up to the log-probability gained ({span:+.3f}; convergence error "
+    "{delta:.1e}). Special tokens and the slot itself are held fixed and get 0.",
+    "patching": "Activation patching: the corrupted text is run with one clean residual-stream vector put back "
+    "(one layer, one position at a time). 1 means that vector alone restores the clean behaviour ({metric}), 0 "
+    "means it does nothing. Columns are the clean text's tokens.",
+    "patching_heads": "The same with one attention head's output (all positions) put back at a time.",
+    "factors": "Non-negative matrix factorisation of the MLP neurons of every layer: {k} groups of neurons that "
+    "fire together. Each token takes the colour of its strongest group, paler when that group is weak. Hover "
+    "for the group's top neurons. Negative activations (GELU dips below 0) are clipped: {clipped:.0%} of values.",
+    "factor_neurons": "The neurons that load most on each factor (layer, neuron index, NMF loading).",
+    "cka": "Linear CKA between the residual stream after every layer: 1 means two layers represent the tokens "
+    "the same way up to rotation and scale. Across models, tokens are averaged within each word.",
+}
+
+
+def validate(sections, corrupted: str | None) -> list[str]:
+    """Known section names, in the order given; 'patching' needs a corrupted text."""
+    if isinstance(sections, str):
+        sections = [sections]
+    sections = list(dict.fromkeys(sections or []))
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise InputError(f"unknown report section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
+    if "patching" in sections and not corrupted:
+        raise InputError(
+            "the 'patching' section needs corrupted= (--corrupted): the text with one word changed, "
+            "e.g. 'The robot must [MASK] help the human.'"
+        )
+    return sections
+
+
+def _read(model: Model, text: str) -> str:
+    slot = Slot.parse(text, need_mask=model.kind == "masked")
+    read = model_text(model, slot, text)
+    if read is None:
+        raise InputError(f"{MASK} opens the text, so {model.name} has no left context; put a word before {MASK}")
+    return read
+
+
+def attribution_section(models: list[Model], names: list[str], text: str) -> Section:
+    from probe.analysis.attribute import attribute
+    from probe.viz.attribution import attribution
+
+    section = Section(title="Why: attribution", intro="Which tokens drove each model's answer.", id="attribution")
+    for model, name in zip(models, names):
+        if model.kind == "encoder":
+            section.blocks.append(note_block(f"{name}: no language-model head, so no answer to attribute."))
+            continue
+        frame = attribute(model, _read(model, text))
+        a = frame.attrs
+        caption = CAPTIONS["attribution"].format(
+            target=repr(a["target"]),
+            baseline=a["baseline"],
+            span=a["target_value"] - a["baseline_value"],
+            delta=abs(a["convergence_delta"]),
+        )
+        section.blocks.append(figure_block(attribution(frame), f"{name}: attribution of {a['target']!r}", caption))
+    return section
+
+
+def patching_section(models: list[Model], names: list[str], text: str, corrupted: str) -> Section:
+    from probe.analysis.intervene import patching
+    from probe.viz.patching import patching as view
+
+    section = Section(
+        title="Why: activation patching",
+        intro="Where the difference between the clean and the corrupted text lives.",
+        id="patching",
+        text=f"clean: {text}  |  corrupted: {corrupted}",
+    )
+    for model, name in zip(models, names):
+        if model.kind == "encoder":
+            section.blocks.append(note_block(f"{name}: no language-model head, so nothing to patch against."))
+            continue
+        clean, bad = _read(model, text), _read(model, corrupted)
+        answer = int(model.run(clean, hooks=["logits"]).logits_at().argmax())
+        rival = int(model.run(bad, hooks=["logits"]).logits_at().argmax())
+        metric = ("logit_diff", answer, rival) if rival != answer else ("logprob", answer)
+        frame = patching(model, clean, bad, metric=metric, over="resid_pre")
+        caption = CAPTIONS["patching"].format(metric=_metric_words(model, metric))
+        section.blocks.append(figure_block(view(frame), f"{name}: residual stream", caption))
+        heads = patching(model, clean, bad, metric=metric, over="heads")
+        section.blocks.append(figure_block(view(heads), f"{name}: attention heads", CAPTIONS["patching_heads"]))
+    return section
+
+
+def _metric_words(model: Model, metric: tuple) -> str:
+    kind, *ids = metric
+    words = [repr(model.to_str_tokens([i])[0]) for i in ids]
+    return f"{kind}({', '.join(words)})"
+
+
+def factors_section(models: list[Model], names: list[str], text: str) -> Section:
+    from probe.analysis.factors import factors
+
+    section = Section(title="Why: neuron factors", intro="Groups of MLP neurons that fire together.", id="factors")
+    for model, name in zip(models, names):
+        read = _read(model, text)
+        k = min(6, len(model.tokenize(read)))
+        frame = factors(model, [read], n_components=k, top_k=5)
+        caption = CAPTIONS["factors"].format(k=k, clipped=frame.attrs["clipped_fraction"])
+        section.blocks.append(figure_block(frame.plot(), f"{name}: tokens by factor", caption))
+        section.blocks.append(table_block(frame.neurons, f"{name}: top neurons per factor", CAPTIONS["factor_neurons"]))
+    return section
+
+
+def cka_section(models: list[Model], names: list[str], text: str) -> Section:
+    from probe.analysis.factors import cka
+    from probe.viz.cka import cka as view
+
+    section = Section(title="Why: layer similarity (CKA)", intro="How alike the layers' representations are.", id="cka")
+    plain = text.replace(MASK, "").replace("  ", " ").strip()  # every model reads the same words
+    texts = [plain]
+    for model, name in zip(models, names):
+        frame = cka(model, texts=texts)
+        section.blocks.append(figure_block(view(frame), f"{name}: layer x layer", CAPTIONS["cka"]))
+    for (ma, na), (mb, nb) in combinations(list(zip(models, names)), 2):
+        frame = cka(ma, mb, texts)
+        section.blocks.append(figure_block(view(frame), f"{na} vs {nb}", CAPTIONS["cka"]))
+    return section
+
+
+def why_sections(
+    sections: list[str], models: list[Model], names: list[str], text: str, corrupted: str | None
+) -> list[Section]:
+    out = []
+    for name in sections:
+        if name == "attribution":
+            out.append(attribution_section(models, names, text))
+        elif name == "patching":
+            out.append(patching_section(models, names, text, corrupted))
+        elif name == "factors":
+            out.append(factors_section(models, names, text))
+        else:
+            out.append(cka_section(models, names, text))
+    return out
