@@ -147,6 +147,14 @@ ModelOpt = Annotated[
     list[str] | None,
     typer.Option("--model", "-m", help="Model name, local checkpoint folder or hub id; repeat for several."),
 ]
+# the one reading of a text, as in the API (Model.prepend_bos)
+BosOpt = Annotated[
+    bool,
+    typer.Option(
+        "--prepend-bos/--no-prepend-bos",
+        help="Causal models read the text from their start token (default, as the API) or as its bare tokens.",
+    ),
+]
 
 
 @app.command()
@@ -168,6 +176,7 @@ def report(
     corrupted: Annotated[
         str | None, typer.Option("--corrupted", help="For --section patching: TEXT with one word changed.")
     ] = None,
+    prepend_bos: BosOpt = True,
 ) -> None:
     """Write one self-contained HTML report (works offline) of how the models read TEXT.
 
@@ -181,7 +190,16 @@ def report(
     """
     from probe.pages import report as build
 
-    path = build(text, _models(model), out, k=k, truncate=truncate, sections=section, corrupted=corrupted)
+    path = build(
+        text,
+        _models(model),
+        out,
+        k=k,
+        truncate=truncate,
+        sections=section,
+        corrupted=corrupted,
+        prepend_bos=prepend_bos,
+    )
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -199,6 +217,7 @@ def compare(
     truncate: Annotated[
         bool, typer.Option("--truncate", help="Cut a text longer than a model's context to a window around the slot.")
     ] = False,
+    prepend_bos: BosOpt = True,
 ) -> None:
     """How do the models fill the [MASK] in TEXT? Prints a table (or CSV / JSON).
 
@@ -212,7 +231,7 @@ def compare(
 
     if csv and as_json:
         _fail("choose one of --csv and --json")
-    frame = run_compare(text, _models(model), k=k, rescore=rescore, truncate=truncate)
+    frame = run_compare(text, _models(model), k=k, rescore=rescore, truncate=truncate, prepend_bos=prepend_bos)
     if csv:
         typer.echo(frame.to_csv(index=False), nl=False)
         return
@@ -223,6 +242,7 @@ def compare(
             "candidates": json.loads(frame.to_json(orient="records")),
             "agreement": json.loads(frame.agreement.to_json(orient="records")),
             "layers": json.loads(frame.layers.to_json(orient="records")),
+            "read": frame.attrs["read"],
         }
         typer.echo(json.dumps(payload, indent=1, ensure_ascii=False))
         return
@@ -305,6 +325,7 @@ def run_(
         "run.parquet"
     ),
     truncate: Annotated[bool, typer.Option("--truncate", help="Cut texts longer than the context.")] = False,
+    prepend_bos: BosOpt = True,
 ) -> None:
     """Run TEXT through a model and save the captured activations to Parquet.
 
@@ -328,7 +349,7 @@ def run_(
     if out.suffix != ".parquet":  # say it before loading anything
         _fail(f"{out} should end in .parquet")
     for name, path in zip(names, outs):
-        result = load(name).run(text, hooks=hooks, truncate=truncate)
+        result = load(name).run(text, hooks=hooks, truncate=truncate, prepend_bos=prepend_bos)
         path = result.to_parquet(path)
         typer.echo(f"wrote {path}: {sum(result.lengths)} tokens x {len(result.keys())} hooks")
 
@@ -469,6 +490,7 @@ def attribute(
     position: Annotated[int | None, typer.Option("--position", help="Slot position (default: last / [MASK]).")] = None,
     csv: Annotated[bool, typer.Option("--csv", help="Print the frame as CSV.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print target, values and rows as JSON.")] = False,
+    prepend_bos: BosOpt = True,
 ) -> None:
     """Which tokens of TEXT drove the model's prediction? One attribution per token.
 
@@ -483,9 +505,12 @@ def attribute(
 
     if csv and as_json:
         _fail("choose one of --csv and --json")
-    frame = run_attribute(load(_one_model(model, text)), text, target=target, method=method, position=position)
+    frame = run_attribute(
+        load(_one_model(model, text)), text, target=target, method=method, position=position, prepend_bos=prepend_bos
+    )
     a = frame.attrs
     keys = ("model", "text", "target", "target_ids", "method", "baseline", "n_steps", "target_value", "baseline_value")
+    keys += ("prepend_bos", "tokens")
     title = f"{a['model']}: attribution of {a['target']!r} ({method}); log-prob {a['target_value']:.3f}"
     _print_frame(frame, title, csv, as_json, {k: a[k] for k in keys} | {"convergence_delta": a["convergence_delta"]})
 
@@ -510,6 +535,7 @@ def patch(
     over: Annotated[str, typer.Option("--over", help="resid_pre, attn_out, mlp_out or heads.")] = "resid_pre",
     csv: Annotated[bool, typer.Option("--csv", help="Print the frame as CSV.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the values and rows as JSON.")] = False,
+    prepend_bos: BosOpt = True,
 ) -> None:
     """Activation patching: which layer and position (or head) carries the difference between CLEAN and
     CORRUPTED? Metric: logit(answer) - logit(wrong) at the slot.
@@ -526,7 +552,7 @@ def patch(
 
     if csv and as_json:
         _fail("choose one of --csv and --json")
-    m = load(_one_model(model, clean))
+    m = load(_one_model(model, clean)).reading(prepend_bos)
     if m.kind == "encoder":
         _fail(f"{m.name} has no language-model head, so there is no answer to patch; use a causal or masked LM")
     a = target_id(m, answer) if answer else int(m.run(clean, hooks=["logits"]).logits_at().argmax())
@@ -559,6 +585,7 @@ def extract(
         str | None, typer.Option(help="Ray address: auto, ray://head:10001, 127.0.0.1:6379; none: a Ray on 127.0.0.1.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No size estimate, no progress bar.")] = False,
+    prepend_bos: BosOpt = True,
 ) -> None:
     """Extract activations over a corpus into a folder of Parquet shards (resumable: re-run to continue).
 
@@ -586,6 +613,7 @@ def extract(
         docs_per_shard=docs_per_shard,
         address=address,
         quiet=quiet,
+        prepend_bos=prepend_bos,
     )
     c = manifest["counts"]
     typer.echo(

@@ -47,8 +47,8 @@ def test_continuation_target_is_summed_log_prob(tiny_gpt):
     frame = probe.attribute(tiny_gpt, text, target=ids, method="gradient_x_input")
     doc = tiny_gpt.document_ids(text + " human being")  # read from the start token, as attribute does
     full = tiny_gpt.run(doc, hooks=["logits"])["logits"][0].float().log_softmax(-1)
-    n = len(tiny_gpt.tokenize(text))
-    expected = full[n, ids[0]] + full[n + 1, ids[1]]
+    n = len(tiny_gpt.tokenize(text))  # the tokens read, start token included (as run reads them)
+    expected = full[n - 1, ids[0]] + full[n, ids[1]]
     assert frame.attrs["target_value"] == pytest.approx(float(expected), abs=1e-4)
     assert len(frame) == n  # the appended continuation is not attributed
     same = probe.attribute(tiny_gpt, text, target=" human being", method="gradient_x_input")
@@ -66,13 +66,14 @@ def test_special_tokens_and_the_mask_slot_get_zero(tiny_bert):
 def test_occlusion_is_the_drop_when_a_token_is_replaced(tiny_gpt):
     text = TEXT["causal"]
     frame = probe.attribute(tiny_gpt, text, target=" the", method="occlusion", baseline="pad")
-    # replacing token 5 by the pad/EOS token in the text itself gives the same drop
-    ids = tiny_gpt.document_ids(text)  # the start token first: text token 5 is at 6
+    # replacing token 6 (text token 5: the start token is read first) by the pad/EOS token gives the same drop
+    ids = tiny_gpt.document_ids(text)
+    assert frame["position"].tolist() == list(range(ids.shape[1])) and frame.attrs["prepend_bos"]
     target = frame.attrs["target_ids"][0]
     occluded = ids.clone()
     occluded[0, 6] = tiny_gpt.tokenizer.pad_token_id
     logp = tiny_gpt.run(occluded, hooks=["logits"])["logits"][0, -1].float().log_softmax(-1)[target]
-    assert frame["attribution"][5] == pytest.approx(frame.attrs["target_value"] - float(logp), abs=1e-4)
+    assert frame["attribution"][6] == pytest.approx(frame.attrs["target_value"] - float(logp), abs=1e-4)
 
 
 def test_attribution_figure(tiny_gpt):

@@ -307,10 +307,10 @@ def test_bundled_bert_never_fills_the_mask_with_a_special_token():
 
 def test_partial_utf8_pieces_show_their_bytes(tiny_gpt, tmp_path):
     text = "🤖 robot"
-    tokens = tiny_gpt.tokenize(text)
+    tokens = tiny_gpt.tokenize(text, prepend_bos=False)
     expected = [f"<0x{b:02X}>" for b in "🤖".encode()]
     assert tokens[: len(expected)] == expected and "\ufffd" not in "".join(tokens)
-    run = tiny_gpt.run(text, hooks=["blocks.0.hook_resid_post"])
+    run = tiny_gpt.run(text, hooks=["blocks.0.hook_resid_post"], prepend_bos=False)
     assert run.to_frame("blocks.0.hook_resid_post")["token"].unique()[: len(expected)].tolist() == expected
     table = pd.read_parquet(run.to_parquet(tmp_path / "bytes.parquet"))
     assert table["token"].tolist()[: len(expected)] == expected
@@ -318,7 +318,8 @@ def test_partial_utf8_pieces_show_their_bytes(tiny_gpt, tmp_path):
 
 
 def test_whole_characters_still_decode_as_text(tiny_gpt):
-    assert "".join(tiny_gpt.tokenize("The robot")) == "The robot"
+    assert "".join(tiny_gpt.tokenize("The robot", prepend_bos=False)) == "The robot"
+    assert "".join(tiny_gpt.tokenize("The robot")) == "<|endoftext|>The robot"  # as run reads it
 
 
 # -- the shared plotly.js option -----------------------------------------------------------------

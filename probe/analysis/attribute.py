@@ -57,27 +57,19 @@ def _target_ids(model: Model, target) -> list[int]:
     return ids
 
 
-def _setup(model: Model, text: str, target, position: int | None):
-    """(ids [1, N], slot positions per target token, target ids, fixed [N] bool, length n, slot, lead).
+def _setup(model: Model, text: str, target, position: int | None, prepend_bos: bool | None = None):
+    """(ids [1, N], slot positions per target token, target ids, fixed [N] bool, length n, slot).
 
-    ``lead`` is 1 when a causal model's start token was put before the text (it is not in the frame)."""
+    The text is read as ``Model.run`` reads it (the ``prepend_bos`` rule); positions are those of ``run``."""
     from probe.core.run import Run
 
     if not isinstance(text, str):
         raise InputError("attribute takes one text (a string)")
-    ids, _ = model.encode([text])
-    start = model.start_token_id  # causal LMs read a document from its start token (fixed, never attributed)
-    lead = int(start is not None and ids[0, 0] != start)
-    if lead:
-        length = ids.shape[1]
-        if isinstance(position, int) and not -length <= position < length:
-            raise InputError(f"position {position} is out of range; the text has {length} tokens (0..{length - 1})")
-        ids = torch.cat([torch.tensor([[start]]), ids], dim=1)
-        if position is not None and position >= 0:
-            position += 1
+    ids, _ = model.encode([text], prepend_bos=prepend_bos)
+    start = model.start_token_id if model.reads_bos(prepend_bos) else None  # held fixed, never attributed
     run = Run(model, ids, torch.ones_like(ids), {})
     n = ids.shape[1]
-    special = set(model.tokenizer.all_special_ids) | ({start} if lead else set())
+    special = set(model.tokenizer.all_special_ids) | ({start} if start is not None else set())
     if model.kind == "causal":
         slot = run.position_of(position)
         ids = ids[:, : slot + 1]
@@ -107,7 +99,7 @@ def _setup(model: Model, text: str, target, position: int | None):
         slots = list(range(slot, slot + k))
     if full.shape[1] > model.n_ctx:
         raise InputError(f"text plus target is {full.shape[1]} tokens, longer than {model.name}'s context")
-    return full, slots, targets, fixed, n, slot, lead
+    return full, slots, targets, fixed, n, slot
 
 
 def attribute(
@@ -118,6 +110,7 @@ def attribute(
     position: int | None = None,
     baseline: str | None = None,
     n_steps: int = IG_STEPS,
+    prepend_bos: bool | None = None,
 ) -> pd.DataFrame:
     """How much each input token contributed to the model's (log-)probability of ``target``.
 
@@ -137,12 +130,13 @@ def attribute(
             completeness |sum - (f(x) - f(baseline))| / |f(x) - f(baseline)| at 64 steps: tiny-gpt 1e-6
             (zero) and 0 (pad); SmolLM2-135M 1-3% (zero) but 23-25% (pad: its <|im_end|> is far from
             any word, and the path crosses regions where the first tokens act as attention sinks).
-            Causal texts are read from the model's start token (``Model.start_token_id``), held fixed.
         n_steps: integration steps for integrated gradients.
+        prepend_bos: read the text as ``Model.run`` does (None: ``Model.prepend_bos``, True by default):
+            a causal model's start token first, held fixed (its row has attribution 0, like [CLS]).
 
     Returns:
-        DataFrame [position, token, attribution, method], one row per token of the text (special
-        tokens 0). ``.attrs``: target (the target tokens as text), target_ids, target_value
+        DataFrame [position, token, attribution, method], one row per token read (special tokens and
+        the start token 0); positions are ``run``'s. ``.attrs``: prepend_bos and tokens (what was read), target (the target tokens as text), target_ids, target_value
         (f(input), the log-probability), baseline_value (f(baseline)), convergence_delta
         (integrated gradients: sum(attribution) - (target_value - baseline_value); else None),
         baseline, n_steps, slot, model.
@@ -168,7 +162,7 @@ def attribute(
         raise InputError(f"baseline={baseline!r} is not known; use one of {', '.join(BASELINES)}")
     if n_steps < 2:
         raise InputError("n_steps must be at least 2")
-    full, slots, targets, fixed, n, slot, lead = _setup(model, text, target, position)
+    full, slots, targets, fixed, n, slot = _setup(model, text, target, position, prepend_bos)
     full = full.to(model.device)
     mask = torch.ones_like(full)
     emb = model.hf.get_input_embeddings()
@@ -213,10 +207,10 @@ def attribute(
     per_token = per_token.detach().float().cpu()
     per_token[fixed.cpu()] = 0.0
     if model.kind == "causal":
-        keep = list(range(lead, n))
+        keep = list(range(n))
     else:
         keep = [i for i in range(full.shape[1]) if not _inserted(i, slot, len(slots))]
-    original = [i - lead for i in _original_positions(model, len(slots), slot, n, full.shape[1])]
+    original = _original_positions(model, len(slots), slot, n, full.shape[1])
     toks = model.to_str_tokens(full[0].tolist())
     frame = pd.DataFrame(
         {
@@ -235,9 +229,11 @@ def attribute(
         method=method,
         baseline=baseline,
         n_steps=n_steps if method == "integrated_gradients" else None,
-        slot=slot - lead,
+        slot=slot,
         model=model.name,
         text=text,
+        prepend_bos=model.reads_bos(prepend_bos),
+        tokens=model.tokenize(text, prepend_bos),
     )
     return frame
 

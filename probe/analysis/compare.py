@@ -159,7 +159,14 @@ def _keep_tokens(text: str, keep: int, tokenizer, end: bool) -> str:
     return text[offsets[len(offsets) - keep][0] :] if end else text[: offsets[keep - 1][1]]
 
 
-def fit_slot(model: Model, slot: Slot, texts: Callable[[Slot], list[str]], extra: int = 0, right: bool = True) -> Slot:
+def fit_slot(
+    model: Model,
+    slot: Slot,
+    texts: Callable[[Slot], list[str]],
+    extra: int = 0,
+    right: bool = True,
+    prepend_bos: bool | None = None,
+) -> Slot:
     """Cut ``slot``'s left and right text (never the slot) until every text the model reads fits its context.
 
     Args:
@@ -172,7 +179,7 @@ def fit_slot(model: Model, slot: Slot, texts: Callable[[Slot], list[str]], extra
     """
     tok = model.tokenizer
     for _ in range(50):  # each pass cuts at least the overshoot; more than a few passes never happen
-        longest = max(len(ids) for ids in model._token_ids(texts(slot))) + extra
+        longest = max(len(ids) for ids in model._token_ids(texts(slot), prepend_bos)) + extra
         over = longest - model.n_ctx
         if over <= 0:
             return slot
@@ -192,13 +199,6 @@ def fit_slot(model: Model, slot: Slot, texts: Callable[[Slot], list[str]], extra
     raise InputError(f"the text cannot be cut to fit {model.name}'s context of {model.n_ctx} tokens")
 
 
-def _bos_extra(model: Model, text: str) -> int:
-    """1 when the model's document start token goes before ``text``'s tokens (``Model.document_ids``)."""
-    start = model.start_token_id
-    ids = model._token_ids([text])[0]
-    return int(start is not None and (not ids or ids[0] != start))
-
-
 # -- per model -----------------------------------------------------------------------------------
 def _load(model: Model | str) -> Model:
     from probe.core.model import Model, load
@@ -210,18 +210,17 @@ def _load(model: Model | str) -> Model:
     return load(model)
 
 
-def run_slot(model: Model, slot: Slot, truncate: bool = False) -> Slot:
+def run_slot(model: Model, slot: Slot, truncate: bool = False, prepend_bos: bool | None = None) -> Slot:
     """The slot as ``model`` will read it for its own prediction: cut to its context when ``truncate``."""
     if not truncate:
         return slot
     if model.kind == "causal":  # reads the left side only
-        extra = _bos_extra(model, slot.left or "x")
-        return fit_slot(model, slot, lambda s: [s.left], extra=extra, right=False) if slot.left else slot
+        return fit_slot(model, slot, lambda s: [s.left], right=False, prepend_bos=prepend_bos) if slot.left else slot
     mask = model.tokenizer.mask_token  # masked models (and encoders, as the report runs them) read the mask
     return fit_slot(model, slot, lambda s: [s.masked_text(mask) if mask else s.fill("")])
 
 
-def _slot_run(model: Model, slot: Slot):
+def _slot_run(model: Model, slot: Slot, prepend_bos: bool | None = None):
     """Run the text the model needs at the slot; returns (run, position of the slot's prediction)."""
     n = model.n_layers
     hooks = [f"blocks.{i}.hook_resid_pre" for i in range(n)] + [f"blocks.{n - 1}.hook_resid_post", "logits"]
@@ -232,7 +231,7 @@ def _slot_run(model: Model, slot: Slot):
         run = model.run(slot.masked_text(mask_token), hooks=hooks)
         return run, run.mask_position()
     try:
-        run = model.run(model.document_ids(slot.left), hooks=hooks)
+        run = model.run(model.document_ids(slot.left, prepend_bos), hooks=hooks)
     except InputError:
         if slot.left:
             raise
@@ -283,21 +282,21 @@ def word_distribution(model: Model, logits: torch.Tensor, k: int, slot: Slot) ->
     return rows
 
 
-def sentence_log_probs(model: Model, texts: list[str], batch_size: int = 32) -> list[float]:
+def sentence_log_probs(
+    model: Model, texts: list[str], batch_size: int = 32, prepend_bos: bool | None = None
+) -> list[float]:
     """Total log-probability of each text under a causal LM: sum over its tokens of log p(token | before).
 
-    The model's document start token is put first (``Model.start_token_id``: GPT-2's and SmolLM2's
-    ``<|endoftext|>``), so the first word is scored too; without one the first token is the given context.
+    Each text is read as ``Model.run`` reads it: by default from the model's start token
+    (``Model.start_token_id``: GPT-2's and SmolLM2's ``<|endoftext|>``), so the first word is scored
+    too; with ``prepend_bos=False`` (or no start token) the first token is the given context.
     """
     if model.kind != "causal":
         raise InputError(f"{model.name} is {model.kind}; sentence scoring needs a causal LM")
     tok = model.tokenizer
     rows = []
     for text in texts:
-        ids = model._token_ids([text])[0]  # no library warning for long text: the error below says it
-        start = model.start_token_id
-        if start is not None and (not ids or ids[0] != start):
-            ids = [start] + ids
+        ids = model._token_ids([text], prepend_bos)[0]  # no library warning for long text: the error below says it
         if len(ids) < 2:
             raise InputError(f"{text!r} is too short to score; give the sentence some words")
         if len(ids) > model.n_ctx:
@@ -433,6 +432,7 @@ def compare(
     k: int = 10,
     rescore: bool = True,
     truncate: bool = False,
+    prepend_bos: bool | None = None,
 ) -> CompareFrame:
     """How do several LMs fill the [MASK] in ``text``? Side by side, and layer by layer.
 
@@ -448,6 +448,8 @@ def compare(
         truncate: a text longer than a model's context is cut, at token boundaries, to a window around
             the slot (as balanced as the two sides allow) instead of raising; ``.attrs["truncated"]``
             names the models that read a cut text.
+        prepend_bos: causal models read the text from their start token (None: ``Model.prepend_bos``,
+            True by default), as ``Model.run`` does; False: the bare tokens.
 
     Returns:
         CompareFrame (a DataFrame) [model, kind, method, rank, word, prob, token, token_id, log_prob]:
@@ -456,7 +458,7 @@ def compare(
         the predicted token, or for "rescored" the word's tokens joined by "|" (token_id is then <NA>);
         log_prob is the token's log-probability or the whole filled sentence's.
 
-        ``.attrs``: text, k, models, agreement (records, also ``.agreement``: overlap@k, Spearman and
+        ``.attrs``: text, k, models, read (per model: prepend_bos and the tokens it read), agreement (records, also ``.agreement``: overlap@k, Spearman and
         Kendall per pair of lists) and layers (records, also ``.layers``: the logit-lens rank of each
         model's top word at every layer). ``.plot()`` and ``.plot_layers()`` draw them.
 
@@ -482,11 +484,13 @@ def compare(
     rows: list[dict] = []
     layers: list[dict] = []
     truncated: list[str] = []
+    read: dict[str, dict] = {}
     for name, model in zip(names, loaded, strict=True):
-        fitted = run_slot(model, slot, truncate)
+        fitted = run_slot(model, slot, truncate, prepend_bos)
         if fitted != slot:
             truncated.append(name)
-        run, pos = _slot_run(model, fitted)
+        run, pos = _slot_run(model, fitted, prepend_bos)
+        read[name] = {"prepend_bos": model.reads_bos(prepend_bos), "tokens": run.token_strs()}
         method = "masked" if model.kind == "masked" else "next_token"
         words = word_distribution(model, run.logits_at(pos), k, slot)
         rows += [{"model": name, "kind": model.kind, "method": method, **w} for w in words]
@@ -512,10 +516,10 @@ def compare(
                 continue
             fitted = slot
             if truncate:
-                fitted = fit_slot(model, slot, lambda s: [s.fill(w) for w in candidates], extra=_bos_extra(model, "x"))
+                fitted = fit_slot(model, slot, lambda s: [s.fill(w) for w in candidates], prepend_bos=prepend_bos)
                 if fitted != slot and name not in truncated:
                     truncated.append(name)
-            scores = sentence_log_probs(model, [fitted.fill(w) for w in candidates])
+            scores = sentence_log_probs(model, [fitted.fill(w) for w in candidates], prepend_bos=prepend_bos)
             top = max(scores)
             norm = math.log(sum(math.exp(s - top) for s in scores)) + top
             ranked = sorted(zip(candidates, scores), key=lambda ws: -ws[1])
@@ -535,7 +539,9 @@ def compare(
             ]
     frame = CompareFrame(rows, columns=COLUMNS)
     frame["token_id"] = frame["token_id"].astype("Int64")
-    frame.attrs.update(text=text, k=k, models=names, agreement=agreement(rows, k), layers=layers, truncated=truncated)
+    frame.attrs.update(
+        text=text, k=k, models=names, read=read, agreement=agreement(rows, k), layers=layers, truncated=truncated
+    )
     return frame
 
 

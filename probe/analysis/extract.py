@@ -132,6 +132,7 @@ def extract(
     docs_per_shard: int | None = None,
     address: str | None = None,
     quiet: bool = False,
+    prepend_bos: bool | None = None,
 ) -> dict[str, Any]:
     """Extract hook activations over a corpus into ``out``, a folder of Parquet shards; resumable.
 
@@ -149,6 +150,9 @@ def extract(
         text_column: the text column of a .jsonl / .csv / .parquet source.
         docs_per_shard: texts per shard; default sized for ~64 MB shards. Fixed by the first run.
         quiet: no size line and no progress bar (they go to stderr, the bar only on a terminal).
+        prepend_bos: read each text as ``Model.run`` does (None: ``Model.prepend_bos``, True by default):
+            a causal model's start token first, as a row marked ``special`` at position 0; positions
+            "first" and "mean" then mean the text's own tokens. Part of the plan (fixed by the first run).
 
     Returns:
         The manifest (a dict): model, hooks, positions, dtype, versions, counts, hook shapes.
@@ -194,7 +198,7 @@ def extract(
         raise InputError(f"{loaded.name}'s tokenizer has no mask token; use positions='all', 'first', 'last' or 'mean'")
     _check_out_folder(out)
 
-    shapes, est_tokens, row_bytes = _estimate(loaded, table, names, positions, dtype, limit)
+    shapes, est_tokens, row_bytes = _estimate(loaded, table, names, positions, dtype, limit, prepend_bos)
     est_rows = est_tokens if positions == "all" else len(table)
     per_doc = row_bytes * est_rows / len(table)
     old = _read_manifest(out)
@@ -211,6 +215,7 @@ def extract(
         source_sha256=_fingerprint(table["text"]),
         n_texts=len(table),
         docs_per_shard=docs_per_shard,
+        prepend_bos=loaded.reads_bos(prepend_bos),
     )
     if old is not None:
         _check_same(out, old["plan"], asdict(plan))
@@ -292,6 +297,7 @@ def _read_manifest(out: Path) -> dict | None:
 
 
 def _check_same(out: Path, old: dict, new: dict) -> None:
+    old = {"prepend_bos": False, **old}  # folders written before the switch read texts without a start token
     diff = [k for k in new if old.get(k) != new[k]]
     if diff:
         what = "; ".join(f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in diff if k != "source_sha256")
@@ -306,14 +312,14 @@ def _short(text: str, n: int = 300) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def _estimate(model: Model, table, names, positions, dtype, limit) -> tuple[dict, int, float]:
+def _estimate(model: Model, table, names, positions, dtype, limit, prepend_bos=None) -> tuple[dict, int, float]:
     """(hook shapes, estimated tokens, bytes per row) from one short forward and a tokenized sample."""
     import torch
 
     from probe.core.capture import forward_capture
 
     sample = table["text"].slice(0, 256).to_pylist()
-    enc = model.tokenizer(sample, add_special_tokens=True, verbose=False)["input_ids"]
+    enc = model._token_ids(sample, prepend_bos)
     lens = [min(len(e), limit) for e in enc]
     chars = max(1, sum(len(t) for t in sample))
     import pyarrow.compute as pc

@@ -180,13 +180,16 @@ def _word_vectors(run: Run, texts: list[str]) -> list[torch.Tensor]:
     """
     model = run.model
     stream = run.residual_stream().float()  # [layers + 1, batch, pos, d_model]
-    enc = model.tokenizer(texts, return_offsets_mapping=True, add_special_tokens=True)
+    own = model.kind != "causal" or run.prepend_bos is not False  # the tokenizer's own specials, as run read it
+    enc = model.tokenizer(texts, return_offsets_mapping=True, add_special_tokens=own)
     special = set(model.tokenizer.all_special_ids)
     out = []
     for i, text in enumerate(texts):
         ids, offsets = enc["input_ids"][i], enc["offset_mapping"][i]
-        if len(ids) != run.lengths[i]:
+        lead = run.lengths[i] - len(ids)  # 1 when the run read the start token first (prepend_bos)
+        if lead not in (0, 1) or (lead and int(run.ids[i, 0]) != model.start_token_id):
             raise InputError(f"text {i} does not match run {i} of {model.name}; pass the texts the runs were made on")
+        ids, offsets = [None] * lead + list(ids), [(0, 0)] * lead + list(offsets)
         spans = [m.span() for m in re.finditer(r"\S+", text)]
         rows = torch.full((len(spans), stream.shape[0], stream.shape[-1]), float("nan"))
         members: dict[int, list[int]] = {}

@@ -23,6 +23,7 @@ def generate(
     seed: int | None = None,
     hooks=None,
     patch: dict | None = None,
+    prepend_bos: bool | None = None,
 ):
     """Continue ``prompt`` token by token; returns (full text, DataFrame of top-k candidates per step).
 
@@ -31,6 +32,8 @@ def generate(
     Each step reruns the (short) context: simple, exactly the model's own distribution, fast enough for
     demo lengths; a KV cache is the upgrade if long generations matter. ``hooks`` are captured and
     ``patch`` applied at every step; with ``hooks`` the per-step Runs come back as a third item.
+    The prompt is read as ``Model.run`` reads it (``prepend_bos``); the text returned leaves out the
+    start token probe put first.
     """
     import warnings
 
@@ -44,13 +47,14 @@ def generate(
     if model.kind != "causal":
         raise InputError(f"{model.name} is {article(model.kind)} model; generate needs a causal LM such as tiny-gpt")
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    n_prompt = len(model._token_ids([prompt])[0])
+    n_prompt = len(model._token_ids([prompt], prepend_bos)[0])
     if n_prompt >= model.n_ctx:
         raise InputError(
             f"the prompt is {n_prompt} tokens and {'fills' if n_prompt == model.n_ctx else 'overflows'} "
             f"{model.name}'s context of {model.n_ctx}, so nothing can be generated; shorten the prompt"
         )
-    ids, _ = model.encode([prompt])
+    ids, _ = model.encode([prompt], prepend_bos=prepend_bos)
+    lead = int(model.reads_bos(prepend_bos))
     frames, runs = [], []
     stop_reason = "max_new_tokens"
     final = [f"blocks.{model.n_layers - 1}.hook_resid_post"]
@@ -76,9 +80,9 @@ def generate(
         frame["chosen"] = frame["token_id"] == choice
         frames.append(frame)
         ids = torch.cat([ids, torch.tensor([[choice]])], dim=1)
-    text = model.tokenizer.decode(ids[0], skip_special_tokens=False)
+    text = model.tokenizer.decode(ids[0, lead:], skip_special_tokens=False)
     steps = pd.concat(frames, ignore_index=True)
-    steps.attrs["stop_reason"] = stop_reason
+    steps.attrs.update(stop_reason=stop_reason, prepend_bos=bool(lead), tokens=model.to_str_tokens(ids[0].tolist()))
     return (text, steps) if hooks is None else (text, steps, runs)
 
 

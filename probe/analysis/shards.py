@@ -33,6 +33,7 @@ class Plan:
     source_sha256: str
     n_texts: int
     docs_per_shard: int
+    prepend_bos: bool = False  # the start token read first (Model.prepend_bos); absent in manifests before it
 
 
 def shard_name(k: int) -> str:
@@ -60,7 +61,7 @@ def write_shard(
     texts = window["text"].to_pylist()
     doc_ids = np.asarray(window["doc_id"].to_numpy(), dtype=np.int64)
     carried = window.drop_columns(["doc_id", "text"])
-    encoded = model.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
+    encoded = model._token_ids(texts, plan.prepend_bos)
     truncated = sum(len(e) > plan.max_length for e in encoded)
     encoded = [e[: plan.max_length] for e in encoded]
     tokens = sum(len(e) for e in encoded)
@@ -74,7 +75,14 @@ def write_shard(
             ids, mask = _pad([encoded[i] for i in batch], model.tokenizer.pad_token_id)
             store = forward_capture(model.adapter, ids.to(model.device), mask.to(model.device), plan.hooks)
             table = rows_table(
-                model, ids, mask, store, text_ids=doc_ids[batch], positions=plan.positions, dtype=plan.dtype
+                model,
+                ids,
+                mask,
+                store,
+                text_ids=doc_ids[batch],
+                positions=plan.positions,
+                dtype=plan.dtype,
+                lead=int(plan.prepend_bos),
             )
             local = np.searchsorted(doc_ids, table["doc_id"].to_numpy()) if len(carried.column_names) else None
             for name in carried.column_names:

@@ -210,9 +210,7 @@ class Workbench:
         slot = Slot.parse(text, need_mask=model.kind == "masked")
         read = model_text(model, slot, text)
         if read is not None:
-            n = len(model.tokenizer(read, add_special_tokens=True)["input_ids"])
-            if model.kind == "causal" and getattr(model, "start_token_id", None) is not None:
-                n += 1  # read as a document: the start token first (probe.report does the same)
+            n = len(model.tokenize(read))  # the tokens it reads, start token included (Model.prepend_bos)
             cap = min(self.max_tokens, model.n_ctx)
             if n > cap:
                 why = f"{model.name}'s context" if cap == model.n_ctx else "the dashboard's limit (--max-tokens)"

@@ -60,18 +60,23 @@ def check_dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def select_positions(model: Model, ids: torch.Tensor, lengths: Sequence[int], positions: str) -> list[np.ndarray]:
-    """For each text, the positions whose rows are kept (``"mean"``: all, averaged later)."""
+def select_positions(
+    model: Model, ids: torch.Tensor, lengths: Sequence[int], positions: str, lead: int = 0
+) -> list[np.ndarray]:
+    """For each text, the positions whose rows are kept (``"mean"``: averaged later). ``lead``: 1 when the
+    start token was put first (``prepend_bos``); "first" and "mean" then mean the text's own tokens."""
     rows = []
     mask_id = model.tokenizer.mask_token_id
     if positions == "mask" and mask_id is None:
         raise InputError(f"{model.name}'s tokenizer has no mask token; use positions='all', 'first', 'last' or 'mean'")
     ids_np = ids.cpu().numpy()
     for b, length in enumerate(lengths):
-        if positions in ("all", "mean"):
+        if positions == "all":
             rows.append(np.arange(length))
+        elif positions == "mean":
+            rows.append(np.arange(min(lead, length - 1), length))
         elif positions == "first":
-            rows.append(np.array([0]))
+            rows.append(np.array([min(lead, length - 1)]))
         elif positions == "last":
             rows.append(np.array([length - 1]))
         else:
@@ -98,6 +103,7 @@ def rows_table(
     positions: str = "all",
     dtype: str = "float32",
     index_name: str = "doc_id",
+    lead: int = 0,
 ) -> pa.Table:
     """Captured tensors of one batch -> the row layout above, as a pyarrow Table.
 
@@ -107,12 +113,14 @@ def rows_table(
         text_ids: [batch] the index written to ``index_name`` for each text.
         positions: "all" | "first" | "last" | "mask" | "mean" (one row per text, averaged over its tokens).
         dtype: "float16" or "float32" storage of the hook values.
+        lead: 1 when the start token was put before each text (``prepend_bos``): "first" is then the
+            text's first token and "mean" averages the text's own tokens, not the attention sink.
     """
     import pyarrow as pa
 
     torch_dtype = check_dtype(dtype)
     lengths = [int(n) for n in mask.sum(1).tolist()]
-    keep = select_positions(model, ids, lengths, positions)
+    keep = select_positions(model, ids, lengths, positions, lead)
     counts = [1 for _ in keep] if positions == "mean" else [len(k) for k in keep]
     b_idx = torch.as_tensor(np.repeat(np.arange(len(keep)), counts), dtype=torch.long)
     ids_cpu = ids.cpu()
@@ -139,20 +147,23 @@ def rows_table(
         if is_pattern(name):
             array = _pattern_rows(value, lengths, keep, positions, torch_dtype)
         else:
-            array = _token_rows(value, mask, b_idx, p_idx, positions, torch_dtype)
+            array = _token_rows(value, mask, b_idx, p_idx, positions, torch_dtype, keep)
         columns[name] = array
         fields.append(pa.field(name, array.type, metadata=meta))
     schema = pa.schema(fields, metadata={b"probe.layout": LAYOUT_VERSION.encode()})
     return pa.Table.from_arrays(list(columns.values()), schema=schema)
 
 
-def _token_rows(value, mask, b_idx, p_idx, positions, torch_dtype):
+def _token_rows(value, mask, b_idx, p_idx, positions, torch_dtype, keep):
     """[batch, pos, *shape] -> fixed_size_list rows [rows, prod(shape)]."""
     import pyarrow as pa
 
     value = value.detach()
-    if positions == "mean":
-        m = mask.to(value.device, torch.float32).reshape(*mask.shape, *([1] * (value.dim() - 2)))
+    if positions == "mean":  # over each text's kept positions
+        m = torch.zeros(mask.shape, dtype=torch.float32)
+        for b, k in enumerate(keep):
+            m[b, torch.as_tensor(k, dtype=torch.long)] = 1.0
+        m = m.to(value.device).reshape(*mask.shape, *([1] * (value.dim() - 2)))
         rows = (value.float() * m).sum(1) / m.sum(1)
     else:
         rows = value[b_idx.to(value.device), p_idx.to(value.device)]
@@ -168,7 +179,8 @@ def _pattern_rows(value, lengths, keep, positions, torch_dtype):
     parts, sizes = [], []
     for b, length in enumerate(lengths):
         pat = value[b, :, :length, :length].detach().transpose(0, 1)  # [q, head, k]
-        rows = pat.float().mean(0, keepdim=True) if positions == "mean" else pat[torch.as_tensor(keep[b])]
+        chosen = pat[torch.as_tensor(keep[b], dtype=torch.long)]
+        rows = chosen.float().mean(0, keepdim=True) if positions == "mean" else chosen
         flat = rows.to(torch_dtype).flatten(1).cpu().numpy()
         parts.append(flat.reshape(-1))
         sizes += [flat.shape[1]] * flat.shape[0]

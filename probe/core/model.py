@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import copy
 import functools
 import os
 import re
@@ -25,7 +26,15 @@ class Model:
         kind: "causal" (next-token), "masked" (fill [MASK]) or "encoder" (no LM head).
         name, n_layers, n_heads, d_model, d_mlp, vocab_size, n_ctx: as the checkpoint says.
         hf, tokenizer: the underlying Hugging Face objects (escape hatches).
+        prepend_bos: how every entry point reads a text unless told otherwise (``prepend_bos=`` on
+            ``run``, ``tokenize``, ``generate``, ``probe.compare``, ``probe.report``, ``probe.attribute``,
+            ``probe.extract``, ``ablate``/``steer``/``patching``; ``--prepend-bos/--no-prepend-bos`` on the
+            CLI). True (the default, TransformerLens's too): a causal model reads a text as a document,
+            from the start token it was trained with (``start_token_id``) where its tokenizer adds none;
+            False: the text's own tokens only. Masked models always read ``[CLS] text [SEP]``.
     """
+
+    prepend_bos: bool = True
 
     def __init__(self, hf, tokenizer, kind: str, name: str):
         self.hf = hf
@@ -85,16 +94,31 @@ class Model:
             return vocab["<|endoftext|>"]
         return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
 
-    def document_ids(self, text: str | None) -> torch.Tensor:
-        """[1, pos] ids of ``text`` read as a document: ``start_token_id`` first where the model needs it.
+    def reads_bos(self, prepend_bos: bool | None = None) -> bool:
+        """Whether a text is read with the start token first: ``prepend_bos`` or, when None, the model's
+        default (``Model.prepend_bos``); always False for models without one (masked, Llama's own BOS)."""
+        bos = self.prepend_bos if prepend_bos is None else check.boolean(prepend_bos, "prepend_bos")
+        return bool(bos) and self.start_token_id is not None
+
+    def reading(self, prepend_bos: bool | None) -> Model:
+        """This model, reading texts by ``prepend_bos`` wherever it is not told otherwise: itself when that is
+        already its default (or None), else a light copy sharing weights, tokenizer and hooks."""
+        if prepend_bos is None or check.boolean(prepend_bos, "prepend_bos") == self.prepend_bos:
+            return self
+        other = copy.copy(self)
+        other.prepend_bos = prepend_bos
+        return other
+
+    def document_ids(self, text: str | None, prepend_bos: bool | None = None) -> torch.Tensor:
+        """[1, pos] ids of ``text`` as every entry point reads it (see ``prepend_bos``).
 
         ``text=None`` (or empty) gives the start token alone: the context before a document's first word.
         """
-        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"] if text else []
-        if self.start_token_id is not None and (not ids or ids[0] != self.start_token_id):
-            ids = [self.start_token_id] + ids
+        ids = self._token_ids([text], prepend_bos)[0] if text else self._token_ids([""], prepend_bos)[0]
         if not ids:
-            raise InputError(f"{self.name} has no start token, so it cannot read an empty context; give it some text")
+            raise InputError(
+                f"{self.name} reads no start token here, so it cannot read an empty context; give it some text"
+            )
         if len(ids) > self.n_ctx:
             raise InputError(
                 f"text of {len(ids)} tokens (with its start token) is longer than {self.name}'s context of "
@@ -146,14 +170,15 @@ class Model:
         return pd.DataFrame(rows, columns=["hook", "shape", "dims", "sizes"])
 
     # -- tokens ------------------------------------------------------------------------------
-    def tokenize(self, text: str) -> list[str]:
-        """The tokens the model sees for ``text`` (special tokens included), as readable strings.
+    def tokenize(self, text: str, prepend_bos: bool | None = None) -> list[str]:
+        """The tokens the model reads for ``text`` (special tokens and the start token included, as ``run``
+        reads it; see ``prepend_bos``), as readable strings.
 
         Works for text of any length (to count tokens, ``len(model.tokenize(text))``); only running
         the model is limited to the context of ``n_ctx`` tokens.
         """
         check.text(text, allow_empty=True)
-        return self.to_str_tokens(self._token_ids([text])[0])
+        return self.to_str_tokens(self._token_ids([text], prepend_bos)[0])
 
     def to_str_tokens(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
         """Token ids -> one decoded string per token, as the tokenizer decodes it alone (" the", "##ing").
@@ -168,23 +193,33 @@ class Model:
             strs = _show_bytes(self.tokenizer, ids, strs)
         return strs
 
-    def _token_ids(self, texts: list[str]) -> list[list[int]]:
-        """Texts -> token ids with special tokens, any length (the tokenizer's long-text warning muted:
-        ``encode`` gives probe's own error for text that does not fit)."""
+    def _token_ids(self, texts: list[str], prepend_bos: bool | None = None) -> list[list[int]]:
+        """Texts -> token ids as every entry point reads them (the one rule: see ``prepend_bos``), any
+        length (the tokenizer's long-text warning muted: ``encode`` gives probe's own error for text that
+        does not fit)."""
+        bos = self.prepend_bos if prepend_bos is None else check.boolean(prepend_bos, "prepend_bos")
+        own = self.kind != "causal" or bool(bos)  # False: a causal text's own tokens, no BOS of the tokenizer's
         with quiet_length_warning(self.tokenizer) as tok:
-            return tok(texts, add_special_tokens=True)["input_ids"]
+            ids = tok(texts, add_special_tokens=own)["input_ids"]
+        start = self.start_token_id if self.reads_bos(bos) else None
+        if start is not None:
+            ids = [row if row[:1] == [start] else [start] + row for row in ids]
+        return ids
 
-    def encode(self, texts: list[str], truncate: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Texts -> (ids [batch, pos], mask [batch, pos]) right-padded; errors for empty or too long text."""
+    def encode(
+        self, texts: list[str], truncate: bool = False, prepend_bos: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Texts -> (ids [batch, pos], mask [batch, pos]) right-padded, read by the ``prepend_bos`` rule;
+        errors for empty or too long text."""
         if not texts:
             raise InputError("no text given; pass a string or a non-empty list of strings")
         for t in texts:
             if not isinstance(t, str):
                 raise InputError(f"inputs must be str, list[str] or a LongTensor of ids, got {type(t).__name__}")
-        enc = self._token_ids(texts)
+        enc = self._token_ids(texts, prepend_bos)
         rows = []
         for text, ids in zip(texts, enc):
-            if not ids:
+            if not ids or not text:
                 raise InputError(f"text {text!r} has no tokens; pass some text")
             if len(ids) > self.n_ctx:
                 if not truncate:
@@ -207,6 +242,7 @@ class Model:
         grad: bool = False,
         patch: dict | None = None,
         offload: str | torch.device | None = None,
+        prepend_bos: bool | None = None,
     ):
         """Run text through the model and capture hook values.
 
@@ -224,6 +260,8 @@ class Model:
             offload: a device ("cpu") to move each captured tensor to as soon as it is produced, inside
                 the hook, so GPU memory stays flat however many hooks are captured; None keeps them where
                 the model computes them.
+            prepend_bos: read a causal model's text from its start token (True) or as bare tokens
+                (False); None: ``Model.prepend_bos`` (True unless changed). Ids are read as given.
 
         Returns:
             Run: ``run["blocks.0.hook_resid_post"]`` [batch, pos, d_model], predictions, logit lens, frames.
@@ -251,7 +289,7 @@ class Model:
             ids = ids.long()
             mask = torch.ones_like(ids)
         else:
-            ids, mask = self.encode(list(inputs), truncate=truncate)
+            ids, mask = self.encode(list(inputs), truncate=truncate, prepend_bos=prepend_bos)
         names = self.default_hooks if hooks is None else resolve_names(hooks, self.hook_names, self.name)
         if not names:
             raise InputError("hooks=[] captures nothing; pass hook names or patterns, or None for the default set")
@@ -275,7 +313,8 @@ class Model:
             for s in range(0, len(ids), batch_size)
         ]
         store = chunks[0] if len(chunks) == 1 else {n: torch.cat([c[n] for c in chunks]) for n in chunks[0]}
-        return Run(self, ids, mask, store, single=single)
+        bos = None if isinstance(inputs, torch.Tensor) else self.reads_bos(prepend_bos)
+        return Run(self, ids, mask, store, single=single, prepend_bos=bos)
 
     def generate(
         self,
@@ -287,6 +326,7 @@ class Model:
         *,
         hooks: Sequence[str] | str | None = None,
         patch: dict | None = None,
+        prepend_bos: bool | None = None,
     ):
         """Greedy (or sampled) continuation with the top-k candidates at every step; causal models only.
 
@@ -307,7 +347,15 @@ class Model:
         from probe.analysis.predict import generate
 
         return generate(
-            self, prompt, max_new_tokens=max_new_tokens, k=k, sample=sample, seed=seed, hooks=hooks, patch=patch
+            self,
+            prompt,
+            max_new_tokens=max_new_tokens,
+            k=k,
+            sample=sample,
+            seed=seed,
+            hooks=hooks,
+            patch=patch,
+            prepend_bos=prepend_bos,
         )
 
 

@@ -28,8 +28,17 @@ class Run:
     Padding positions are present in tensors (``run.lengths`` says how many are real) and never in frames.
     """
 
-    def __init__(self, model: Model, ids: torch.Tensor, mask: torch.Tensor, store: dict, single: bool = False):
+    def __init__(
+        self,
+        model: Model,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        store: dict,
+        single: bool = False,
+        prepend_bos: bool | None = None,
+    ):
         self.model = model
+        self.prepend_bos = prepend_bos  # whether the start token was put first; None: ids were given
         self.ids = ids  # [batch, pos]
         self.mask = mask  # [batch, pos]
         self.cache = store
@@ -250,7 +259,13 @@ class Run:
             names = resolve_names(hooks, list(self.cache), self.model.name)
             store = {n: self.cache[n] for n in names}
         table = rows_table(
-            self.model, self.ids, self.mask, store, text_ids=range(len(self)), dtype="float32", index_name="text_index"
+            self.model,
+            self.ids,
+            self.mask,
+            store,
+            text_ids=range(len(self)),
+            dtype="float32",
+            index_name="text_index",
         )
         tmp = path.with_name(path.name + ".tmp")
         pq.write_table(table, tmp)

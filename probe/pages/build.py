@@ -81,6 +81,17 @@ def _run(model: Model, text: str | None) -> Run:
     return model.run(text, hooks=hooks)
 
 
+def reads_note(run: Run) -> str:
+    """Which tokens a run read, in words: the start token first or not (``prepend_bos``), and how many."""
+    n = run.lengths[0]
+    if run.prepend_bos:
+        start = run.token_strs(0)[0]
+        return f"It reads {n} tokens, its start token {start} first (prepend_bos=True, as every probe call by default):"
+    if run.model.kind == "causal":
+        return f"It reads {n} tokens, the text's own, with no start token before them (prepend_bos=False):"
+    return f"It reads {n} tokens, its tokenizer's special tokens included:"
+
+
 def _card_rows(card: dict[str, Any]) -> list[tuple[str, Any]]:
     """A card flattened to (field, value) rows: the headline fields first, nested dicts as a.b."""
     from probe.cards import heldout_summary
@@ -129,7 +140,7 @@ def model_section(model: Model, name: str, text: str, slot: Slot, k: int = 10, t
         "encoder": "An encoder without a language-model head: it has attention and activations but no predictions.",
     }[model.kind]
     shown = " ".join(run.token_strs(0)) if read is None else read
-    section = Section(title=f"{name} ({model.kind})", intro=f"{kind_note} It reads:", text=shown)
+    section = Section(title=f"{name} ({model.kind})", intro=f"{kind_note} {reads_note(run)}", text=shown)
     if fitted != slot:
         section.blocks.append(
             note_block(
@@ -236,6 +247,7 @@ def report(
     plotly_js: str = "inline",
     sections: Sequence[str] | None = None,
     corrupted: str | None = None,
+    prepend_bos: bool | None = None,
 ) -> Path:
     """Write one self-contained HTML report of how ``models`` read ``text``; works offline.
 
@@ -255,6 +267,8 @@ def report(
             gradients per token), "patching" (activation patching; needs ``corrupted``), "factors"
             (NMF neuron factors) and "cka" (layer similarity). Default: none (the report as before).
         corrupted: for "patching": the text with one word changed (same number of tokens).
+        prepend_bos: how causal models read the text, in every section (None: each ``Model.prepend_bos``,
+            True by default: from the start token, as ``Model.run`` does); each model section says so.
 
     Returns:
         The path written. The page has a comparison section (two or more models) and one section per
@@ -280,7 +294,7 @@ def report(
 
         models, notice = default_models()
     extra = validate(sections, corrupted)
-    loaded = load_models(models, k)
+    loaded = [m.reading(prepend_bos) for m in load_models(models, k)]
     slot = Slot.parse(text, need_mask=any(m.kind == "masked" for m in loaded))
     names = _unique_names(loaded)
     sections = []

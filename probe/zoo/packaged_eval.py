@@ -28,7 +28,10 @@ def evaluate(work: Path, name: str = "smollm2-135m", max_chars: int = 60_000, wi
     nll, tokens, chars = 0.0, 0, 0
     with torch.inference_mode():
         for doc in docs:
-            ids = model.document_ids(None)[0].tolist() + model.tokenizer(doc, add_special_tokens=False)["input_ids"]
+            ids = (
+                model.document_ids(None, prepend_bos=True)[0].tolist()
+                + model.tokenizer(doc, add_special_tokens=False)["input_ids"]
+            )
             for s in range(0, len(ids) - 1, window):
                 chunk = torch.tensor([ids[s : s + window + 1]])
                 if chunk.shape[1] < 2:
