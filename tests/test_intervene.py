@@ -120,7 +120,7 @@ def test_ablate_mean_and_neurons(tiny_gpt):
     text = TEXT["causal"]
     run = probe.ablate(tiny_gpt, text, heads=[(0, 1)], neurons=[(1, 5)], how="mean", hooks=tiny_gpt.hook_names)
     clean = tiny_gpt.run(text, hooks=["blocks.0.attn.hook_z"])
-    mean = clean["blocks.0.attn.hook_z"][0, :, 1].mean(0)
+    mean = clean["blocks.0.attn.hook_z"][0, 1:, 1].mean(0)  # over the text's tokens, not the start token
     torch.testing.assert_close(run["blocks.0.attn.hook_z"][0, :, 1], mean.expand(run.lengths[0], -1), **TOL)
     assert (
         torch.count_nonzero(
@@ -135,9 +135,12 @@ def test_ablate_mean_and_neurons(tiny_gpt):
 def test_steer_adds_the_vector_and_steers_generation(tiny_gpt):
     text = "The robot"
     vec = torch.randn(tiny_gpt.d_model)
-    run = probe.steer(tiny_gpt, text, vec, layer=1, scale=3.0, hooks=["blocks.1.hook_resid_pre"])
-    base = tiny_gpt.run(text, hooks=["blocks.1.hook_resid_pre"])
-    torch.testing.assert_close(run["blocks.1.hook_resid_pre"], base["blocks.1.hook_resid_pre"] + 3 * vec, **TOL)
+    name = "blocks.1.hook_resid_pre"
+    run = probe.steer(tiny_gpt, text, vec, layer=1, scale=3.0, hooks=[name], relative=False)
+    base = tiny_gpt.run(text, hooks=[name])
+    assert base.prepend_bos  # the start token is read first and never steered
+    torch.testing.assert_close(run[name][:, 1:], base[name][:, 1:] + 3 * vec, **TOL)
+    torch.testing.assert_close(run[name][:, 0], base[name][:, 0], **TOL)
     steps = []
     out, frame, runs = tiny_gpt.generate(
         text,
@@ -148,8 +151,38 @@ def test_steer_adds_the_vector_and_steers_generation(tiny_gpt):
     assert steps == [0, 1, 2] and len(runs) == 3
     assert [r.ids.shape[1] for r in runs] == [runs[0].ids.shape[1] + i for i in range(3)]
     plain, _ = tiny_gpt.generate(text, max_new_tokens=8)
-    steered, _ = probe.steer(tiny_gpt, text, 50 * vec, layer=0, max_new_tokens=8)
-    assert steered != plain
+    steered, info = probe.steer(tiny_gpt, text, 50 * vec, layer=0, scale=50, relative=False, max_new_tokens=8)
+    assert steered != plain and info.attrs["steer"]["relative"] is False
+
+
+def test_relative_scale_is_a_share_of_the_residual_norm_without_the_sink(tiny_gpt):
+    text, name = "The robot must not hurt the", "blocks.1.hook_resid_pre"
+    vec = torch.randn(tiny_gpt.d_model) * 123.0  # the vector's own length does not matter
+    base = tiny_gpt.run(text, hooks=[name])
+    norm = base[name][0, 1:].float().norm(dim=-1).mean()  # the start token (position 0) left out
+    run = probe.steer(tiny_gpt, text, vec, layer=1, scale=0.5, hooks=[name])
+    added = (run[name][0, 1:] - base[name][0, 1:]).float()
+    torch.testing.assert_close(
+        added.norm(dim=-1), torch.full((added.shape[0],), 0.5 * float(norm)), atol=1e-3, rtol=1e-3
+    )
+    torch.testing.assert_close(added[0] / added[0].norm(), vec / vec.norm(), atol=1e-4, rtol=1e-4)
+    _, steps = probe.steer(tiny_gpt, text, vec, layer=1, scale=0.5, max_new_tokens=2)
+    assert steps.attrs["steer"]["residual_norm"] == pytest.approx(float(norm), rel=1e-4)
+
+
+def test_steering_vector_and_mean_ablation_leave_the_start_token_out(tiny_gpt):
+    from probe.analysis.intervene import steering_vector
+
+    name = "blocks.1.hook_resid_pre"
+    run = tiny_gpt.run([" love", " hate"], hooks=[name])
+    expected = run[name][0, run.lengths[0] - 1] - run[name][1, run.lengths[1] - 1]
+    torch.testing.assert_close(steering_vector(tiny_gpt, 1, " love", " hate"), expected.float())
+    assert run.token_strs(0)[0] == "<|endoftext|>" and min(run.lengths) > 1  # the word's last token, not the sink
+    text = "The robot must not hurt the"
+    ref = tiny_gpt.run(text, hooks=["blocks.0.attn.hook_z"])
+    mean = ref["blocks.0.attn.hook_z"][0, 1:, 2].float().mean(0)  # head 2's mean without the start token
+    ablated = probe.ablate(tiny_gpt, text, heads=[(0, 2)], how="mean", hooks=["blocks.0.attn.hook_z"])
+    torch.testing.assert_close(ablated["blocks.0.attn.hook_z"][0, 3, 2].float(), mean, atol=1e-5, rtol=1e-5)
 
 
 def test_activation_patching_frame(tiny):

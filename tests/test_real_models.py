@@ -126,3 +126,20 @@ def test_import_probe_imports_no_torch():
     code = "import sys, probe, probe.cli; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_steering_smollm2_as_readme_says_keeps_sensible_text(smollm2):
+    """README's steering example on the default model: each direction changes the text and neither
+    degenerates into a repeated token (it did when the start token, the attention sink, was steered)."""
+    from collections import Counter
+
+    prompt = "I think that"
+    plain, _ = smollm2.generate(prompt, max_new_tokens=10)
+    love, steps = probe.steer(smollm2, prompt, (" love", " hate"), layer=6, scale=0.5, max_new_tokens=10)
+    hate, _ = probe.steer(smollm2, prompt, (" hate", " love"), layer=6, scale=0.5, max_new_tokens=10)
+    assert len({plain, love, hate}) == 3 and all(t.startswith(prompt) for t in (love, hate))
+    for text in (love, hate):
+        assert max(Counter(text[len(prompt) :].split()).values()) <= 3, text
+    info = steps.attrs["steer"]
+    assert info["vector_norm"] == pytest.approx(0.5 * info["residual_norm"], rel=1e-3)
+    assert info["residual_norm"] < 1000  # the sink's ~23k norm is not in the mean

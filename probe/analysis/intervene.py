@@ -91,7 +91,7 @@ def ablate(
     means: dict[str, torch.Tensor] = {}
     if how == "mean":
         ref = model.run(text, hooks=list(targets))
-        real = ref.mask.bool()
+        real = _unsunk(ref)
         means = {n: ref[n][real].float().mean(0) for n in targets}  # [head, d_head] or [d_mlp]
 
     def knock(name: str, index: list[int]) -> Callable:
@@ -105,8 +105,18 @@ def ablate(
     return model.run(text, hooks=hooks, patch={n: knock(n, idx) for n, idx in targets.items()})
 
 
+def _unsunk(run: Run) -> torch.Tensor:
+    """[batch, pos] bool: the real tokens of a run but the start token probe put first, an attention sink
+    whose residual norm is ~100x the rest (SmolLM2: ~23k vs ~170); means and norms leave it out."""
+    real = run.mask.bool().clone()
+    if run.prepend_bos:
+        real[:, 0] = False
+    return real
+
+
 def steering_vector(model: Model, layer: int, plus: str, minus: str) -> torch.Tensor:
-    """ActAdd-style direction: resid_pre at ``layer`` of ``plus`` minus that of ``minus``, last tokens.
+    """ActAdd-style direction: resid_pre at ``layer`` of ``plus`` minus that of ``minus``, last tokens
+    (never the start token, which is read first).
 
     Returns:
         Tensor [d_model].
@@ -126,20 +136,27 @@ def steer(
     positions: Sequence[int] | None = None,
     hooks: Sequence[str] | str | None = None,
     max_new_tokens: int | None = None,
+    relative: bool = True,
 ):
-    """Add ``scale * vector`` to the residual stream entering block ``layer`` and run (or generate).
+    """Add a multiple of ``vector`` to the residual stream entering block ``layer`` and run (or generate).
 
     Args:
         vector: Tensor [d_model], or two texts (plus, minus): their resid_pre difference at ``layer``.
-        positions: real-token positions to steer (negative from each text's end); default every position.
+        scale: with ``relative`` (default) the added vector's length as a share of the residual stream's
+            mean norm at ``layer`` over the text's tokens (start token left out), so one scale means the
+            same push on every model (0.5-2 steer; much more drowns the text); else the raw coefficient
+            of ``vector`` (ActAdd's).
+        positions: real-token positions to steer (negative from each text's end); default every position
+            but the start token read first (an attention sink: steering it derails every later token).
         max_new_tokens: generate this many tokens with the steer applied at every step (causal models;
             ``text`` is then one prompt) instead of one run.
 
     Returns:
-        Run of the steered model, or ``(text, steps)`` as ``model.generate`` when ``max_new_tokens``.
+        Run of the steered model, or ``(text, steps)`` as ``model.generate`` when ``max_new_tokens``
+        (``steps.attrs["steer"]``: layer, scale, relative, the added vector's norm and the residual norm).
 
     Example:
-        >>> probe.steer(gpt, "I think that", (" love", " hate"), layer=2, scale=4, max_new_tokens=10)
+        >>> probe.steer(gpt, "I think that", (" love", " hate"), layer=2, scale=1, max_new_tokens=10)
     """
     layer = _check_layer(model, layer)
     if isinstance(vector, (tuple, list)) and len(vector) == 2 and all(isinstance(v, str) for v in vector):
@@ -147,12 +164,23 @@ def steer(
     if not isinstance(vector, torch.Tensor) or vector.shape != (model.d_model,):
         got = list(vector.shape) if isinstance(vector, torch.Tensor) else type(vector).__name__
         raise InputError(f"the steering vector must be a tensor [d_model={model.d_model}], got {got}")
-    delta = scale * vector
+    name = f"blocks.{layer}.hook_resid_pre"
+    ref = model.run(text, hooks=[name])
+    resid_norm = float(ref[name][_unsunk(ref)].float().norm(dim=-1).mean())
+    vector = vector.float()
+    if relative:
+        length = float(vector.norm())  # a zero vector (plus and minus read alike) adds nothing
+        delta = scale * resid_norm / length * vector if length else vector
+    else:
+        delta = scale * vector
+    lead = int(bool(ref.prepend_bos))
 
     def add(value: torch.Tensor, ctx: PatchContext) -> torch.Tensor:  # value [batch, pos, d_model]
         d = delta.to(value.device, value.dtype)
         if positions is None:
-            return value + ctx.mask[..., None].to(value.dtype) * d
+            m = ctx.mask[..., None].to(value.dtype).clone()
+            m[:, :lead] = 0  # not the start token
+            return value + m * d
         rows = torch.arange(len(value), device=value.device)
         for p in positions:
             value[rows, ctx.positions(p)] += d
@@ -162,7 +190,15 @@ def steer(
     if max_new_tokens is not None:
         if not isinstance(text, str):
             raise InputError("steered generation takes one prompt (a string)")
-        return model.generate(text, max_new_tokens=max_new_tokens, patch=patch, hooks=hooks)
+        out = model.generate(text, max_new_tokens=max_new_tokens, patch=patch, hooks=hooks)
+        out[1].attrs["steer"] = {
+            "layer": layer,
+            "scale": scale,
+            "relative": relative,
+            "vector_norm": float(delta.norm()),
+            "residual_norm": resid_norm,
+        }
+        return out
     return model.run(text, hooks=hooks, patch=patch)
 
 
