@@ -12,6 +12,7 @@ public name that needs them is touched (module ``__getattr__`` below), so the CL
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 from probe.errors import (
@@ -25,6 +26,11 @@ from probe.errors import (
 )
 
 __version__ = "0.2.0"
+
+# In a notebook without ipywidgets, the first import of tqdm.auto (transformers and huggingface_hub make
+# it) warns "IProgress not found" on stderr: noise under every first cell that loads a model. Only that
+# message is silenced; probe's own progress bars use plain tqdm on a terminal.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 # public name -> module that defines it; imported on first access
 _LAZY = {
@@ -92,7 +98,9 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    """The public names and probe's subpackages, not this module's own imports (warnings, TYPE_CHECKING)."""
+    loaded = {n for n, v in globals().items() if getattr(v, "__name__", "").startswith("probe.") and n[0] != "_"}
+    return sorted(set(__all__) | {n for n in loaded if not callable(globals()[n])})
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs only

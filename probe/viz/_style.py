@@ -69,10 +69,38 @@ def labels(tokens: list[str], max_len: int | None = 14) -> list[str]:
     return [label(t, max_len) for t in tokens]
 
 
+def notebook_renderer() -> str | None:
+    """In a Jupyter kernel, show figures everywhere without the user choosing a renderer.
+
+    plotly's default there is its mimetype alone, which JupyterLab and VS Code draw but classic
+    notebooks, ``nbconvert --execute`` and exported HTML show blank. "plotly_mimetype+notebook" adds an
+    HTML output with plotly.js inlined once per notebook (offline); each frontend picks the one it
+    draws. A renderer the user chose (``PLOTLY_RENDERER``, or one set before the first figure) stands.
+    Returns the renderer set, or None.
+    """
+    import os
+    import sys
+
+    if "IPython" not in sys.modules or os.environ.get("PLOTLY_RENDERER"):
+        return None
+    shell = sys.modules["IPython"].get_ipython()
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":  # a terminal IPython has its own
+        return None
+    import plotly.io as pio
+
+    if pio.renderers.default not in ("plotly_mimetype", "plotly_mimetype+notebook_connected"):
+        return None  # the user's choice, or a frontend plotly recognised itself
+    pio.renderers.default = "plotly_mimetype+notebook"
+    return pio.renderers.default
+
+
 @lru_cache(maxsize=1)
 def template() -> go.layout.Template:
-    """A small template: plotly's default one is ~10 kB per figure once serialised; this is < 1 kB."""
+    """A small template: plotly's default one is ~10 kB per figure once serialised; this is < 1 kB.
+    (The first call also picks a notebook renderer that shows in every frontend: ``notebook_renderer``.)"""
     import plotly.graph_objects as go
+
+    notebook_renderer()
 
     axis = {"showgrid": False, "zeroline": False, "linecolor": "#888", "ticks": "outside", "automargin": True}
     return go.layout.Template(
