@@ -644,6 +644,8 @@ def fit_probes_(
     from probe.analysis.probing import fit_probes
 
     scores, fig = fit_probes(data, label, hooks=hooks, cv=cv, control=control, max_rows=max_rows or None)
+    for note in scores.attrs.get("notes", []):
+        typer.echo(f"note: {note}", err=True)
     if html is not None:
         from probe.pages import page
 

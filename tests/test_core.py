@@ -44,7 +44,8 @@ def test_glob_patterns_select_in_forward_order(tiny):
 
 
 def test_batch_equals_single_and_padding_never_leaks(tiny):
-    texts = [sentence(tiny), "The cat sat on the mat and the dog sat on the log [MASK]."]
+    tail = " [MASK]." if tiny.kind == "masked" else " again."  # a causal model refuses a literal [MASK]
+    texts = [sentence(tiny), "The cat sat on the mat and the dog sat on the log" + tail]
     batch = tiny.run(texts, hooks=tiny.hook_names, batch_size=2)
     chunked = tiny.run(texts, hooks=tiny.hook_names, batch_size=1)
     assert batch.lengths[0] < batch.lengths[1]  # the first text is padded
@@ -123,7 +124,7 @@ def test_to_frame_is_tidy(tiny):
 
 
 def test_to_parquet_roundtrip(tiny, tmp_path):
-    texts = [sentence(tiny), "The cat sat on the mat [MASK]."]
+    texts = [sentence(tiny), "The cat sat on the mat" + (" [MASK]." if tiny.kind == "masked" else " again.")]
     run = tiny.run(texts, hooks=["blocks.*.hook_resid_post", "blocks.0.attn.hook_pattern"])
     path = run.to_parquet(tmp_path / "acts.parquet")
     table = pd.read_parquet(path)
@@ -243,3 +244,12 @@ def test_hooks_always_removed(tiny_gpt):
     tiny_gpt.run("The robot", hooks=tiny_gpt.hook_names)
     assert count() == before
     assert tiny_gpt.hf.config._attn_implementation == "sdpa"
+
+
+def test_a_causal_model_refuses_a_literal_mask_and_points_to_compare(tiny_gpt_path):
+    gpt = probe.load(tiny_gpt_path)
+    for call in (lambda: gpt.run("The robot must [MASK] hurt"), lambda: gpt.generate("A [MASK] is", max_new_tokens=1)):
+        with pytest.raises(InputError, match=r"causal LM: it would read \[MASK\].*probe\.compare"):
+            call()
+    gpt.literal_mask = True  # the opt-in: read it as text
+    assert "[MASK]" in "".join(gpt.run("The robot must [MASK] hurt", hooks=["logits"]).token_strs())

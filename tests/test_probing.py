@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -197,3 +199,36 @@ def test_probing_example_runs_on_both_families(tiny_gpt_path, tiny_bert_path, tm
     assert html.count('class="probe-figure"') == 5  # causal: 2 labels, masked: 3 (after_mask)
     printed = capsys.readouterr().out
     assert printed.count("selectivity") == 5 and "wrote" in printed
+
+
+def test_readme_mask_recipe_skips_the_control_task_with_a_note_not_a_traceback(tiny_bert_path, tmp_path):
+    """Every [MASK] row is the same token, so the control task (labels by word type) has one class."""
+    from typer.testing import CliRunner
+
+    from probe.cli import app
+
+    words = ["cat", "dog"] * 8
+    corpus = tmp_path / "corpus.csv"
+    pd.DataFrame(
+        {"text": [f"The {w} sat on the [MASK] number {i}." for i, w in enumerate(words)], "label": words}
+    ).to_csv(corpus, index=False)
+    runner = CliRunner()
+    acts = tmp_path / "acts"
+    done = runner.invoke(
+        app, ["extract", str(tiny_bert_path), str(corpus), "--hooks", "blocks.*.hook_resid_post", "--positions",
+              "mask", "--out", str(acts), "-q"],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    done = runner.invoke(app, ["fit-probes", str(acts), "label", "--csv"])
+    assert done.exit_code == 0, done.output
+    assert "note: control task skipped" in done.stderr and "Traceback" not in done.output
+    scores = pd.read_csv(io.StringIO(done.stdout))
+    assert scores["accuracy"].notna().all() and scores["control_accuracy"].isna().all()
+
+
+def test_a_fold_with_one_class_is_one_clear_error():
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"doc_id": np.repeat(np.arange(6), 3), "label": ["a"] * 3 + ["b"] * 15})
+    rows["blocks.0.hook_resid_post"] = list(rng.normal(size=(len(rows), 8)))
+    with pytest.raises(InputError, match="could not be fitted"):  # the fold without document 0 has one class
+        probe.fit_probes(rows, "label", cv=6, control=False)

@@ -120,13 +120,21 @@ def fit_probes(
     folds = min(cv, n_docs)
     types = _types(meta, rows, group_col)
     y_control = _control_labels(y, types, rng) if control else None
+    notes = []
+    if y_control is not None and not regression and len(np.unique(y_control)) < 2:
+        kinds = len(np.unique(types))
+        notes.append(
+            f"control task skipped: the rows hold {kinds} word type(s) (with positions='mask' every row is the "
+            "mask token), so its labels have one class; control_accuracy and selectivity are NaN"
+        )
+        y_control = None
 
     results = []
     for name in names:
         x = matrix(name, rows)
         metric = "r2" if regression else scoring
         acc = _score(x, y, groups, folds, metric)
-        ctl = _score(x, y_control, groups, folds, metric) if control else np.nan
+        ctl = _score(x, y_control, groups, folds, metric) if y_control is not None else np.nan
         results.append(
             {
                 "hook": name,
@@ -140,6 +148,7 @@ def fit_probes(
             }
         )
     frame = pd.DataFrame(results, columns=COLUMNS)
+    frame.attrs["notes"] = notes
     from probe.core.plotting import view
 
     label_name = label if isinstance(label, str) else "label"
@@ -218,5 +227,13 @@ def _score(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, scoring
         model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=300))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        scores = cross_val_score(model, x, y, groups=groups, cv=GroupKFold(n_splits=folds), scoring=scoring)
+        try:
+            scores = cross_val_score(
+                model, x, y, groups=groups, cv=GroupKFold(n_splits=folds), scoring=scoring, error_score="raise"
+            )
+        except ValueError as err:  # e.g. a fold whose training documents all carry one class
+            reason = str(err).strip().splitlines()[0]
+            raise InputError(
+                f"a probe could not be fitted ({reason}); give more documents per class or fewer folds (cv)"
+            ) from None
     return float(np.mean(scores))

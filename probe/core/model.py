@@ -35,6 +35,7 @@ class Model:
     """
 
     prepend_bos: bool = True
+    literal_mask: bool = False  # True: a causal model reads "[MASK]" in a text as ordinary text
 
     def __init__(self, hf, tokenizer, kind: str, name: str):
         self.hf = hf
@@ -216,6 +217,13 @@ class Model:
         for t in texts:
             if not isinstance(t, str):
                 raise InputError(f"inputs must be str, list[str] or a LongTensor of ids, got {type(t).__name__}")
+            if self.kind == "causal" and "[MASK]" in t and not self.literal_mask:
+                pieces = self.to_str_tokens(self.tokenizer.encode("[MASK]", add_special_tokens=False))
+                raise InputError(
+                    f"{self.name} is a causal LM: it would read [MASK] as the text {pieces}, not as a blank; "
+                    "to see what it predicts there use probe.compare(text, [model]) (it reads the text left of "
+                    "[MASK]), or set model.literal_mask = True to read it as text"
+                )
         enc = self._token_ids(texts, prepend_bos)
         rows = []
         for text, ids in zip(texts, enc):
