@@ -278,8 +278,8 @@ def _print_compare(frame, k: int) -> None:
                 _escape(row.b, markup=False),
                 f"{row.overlap_at_k:.2f}",
                 str(row.shared),
-                f"{row.spearman:.2f}",
-                f"{row.kendall:.2f}",
+                "n/a" if row.spearman != row.spearman else f"{row.spearman:.2f}",  # NaN: too few shared words
+                "n/a" if row.kendall != row.kendall else f"{row.kendall:.2f}",
             )
         console.print(t)
 

@@ -257,12 +257,15 @@ def _rows(model: str, words: list[str]) -> list[dict]:
 
 
 def test_agreement_numbers():
-    same = agreement(_rows("a", list("pqrs")) + _rows("b", list("pqrs")), k=4)[0]
+    same = agreement(_rows("a", list("pqrst")) + _rows("b", list("pqrst")), k=5)[0]
     assert same["overlap_at_k"] == 1.0 and same["spearman"] == pytest.approx(1) and same["kendall"] == pytest.approx(1)
-    rev = agreement(_rows("a", list("pqrs")) + _rows("b", list("srqp")), k=4)[0]
+    rev = agreement(_rows("a", list("pqrst")) + _rows("b", list("tsrqp")), k=5)[0]
     assert rev["spearman"] == pytest.approx(-1) and rev["kendall"] == pytest.approx(-1)
     part = agreement(_rows("a", list("pqrs")) + _rows("b", list("pxqy")), k=4)[0]
-    assert part["overlap_at_k"] == 0.5 and part["shared"] == 2 and part["spearman"] == pytest.approx(1)
+    assert part["overlap_at_k"] == 0.5 and part["shared"] == 2
+    assert math.isnan(part["spearman"]) and math.isnan(part["kendall"])  # 2 shared words: noise, "n/a"
+    four = agreement(_rows("a", list("pqrs")) + _rows("b", list("srqp")), k=4)[0]
+    assert four["shared"] == 4 and math.isnan(four["spearman"])
     none = agreement(_rows("a", list("pq")) + _rows("b", list("xy")), k=2)[0]
     assert none["overlap_at_k"] == 0 and math.isnan(none["spearman"])
 

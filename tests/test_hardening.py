@@ -357,3 +357,27 @@ def test_public_names_survive_importing_every_module():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"), [("tiny_gpt", "tiny-gpt"), ("Tiny-BERT", "tiny-bert"), ("tiny-gtp", "tiny-gpt")]
+)
+def test_a_misspelt_name_is_caught_before_the_hub(typo, meant, monkeypatch):
+    import time
+
+    import transformers
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("asked the hub for a misspelt local name")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", no_hub)
+    start = time.monotonic()
+    with pytest.raises(probe.LoadError, match=f"did you mean '{meant}'"):
+        probe.load(typo)
+    assert time.monotonic() - start < 5
+
+
+def test_hub_names_are_not_taken_for_typos():
+    from probe.core.loading import _near_name
+
+    assert [_near_name(n) for n in ("gpt2", "bert-base-uncased", "distilgpt2", "openai-community/gpt2")] == [None] * 4

@@ -351,12 +351,16 @@ def kendall(a: list[float], b: list[float]) -> float:
     return score / (n * (n - 1) / 2)
 
 
+MIN_SHARED = 5  # words two lists must share before their rank correlation means anything
+
+
 def agreement(rows: list[dict], k: int) -> list[dict]:
     """Pairwise agreement of every two ranked word lists (a list = one model and method).
 
     Returns:
         Records {a, b, overlap_at_k, shared, spearman, kendall}: overlap@k = |top-k(a) ∩ top-k(b)| / k;
-        the correlations compare the two rankings over the words both lists contain.
+        the correlations compare the two rankings over the words both lists contain, and are NaN ("n/a")
+        when fewer than ``MIN_SHARED`` words are shared (two shared words give Spearman ±1: noise).
     """
     lists: dict[str, dict[str, int]] = {}
     for r in rows:
@@ -376,8 +380,8 @@ def agreement(rows: list[dict], k: int) -> list[dict]:
                     "b": b,
                     "overlap_at_k": len(top_a & top_b) / k,
                     "shared": len(shared),
-                    "spearman": spearman(xs, ys),
-                    "kendall": kendall(xs, ys),
+                    "spearman": spearman(xs, ys) if len(shared) >= MIN_SHARED else math.nan,
+                    "kendall": kendall(xs, ys) if len(shared) >= MIN_SHARED else math.nan,
                 }
             )
     return out

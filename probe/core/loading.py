@@ -122,7 +122,25 @@ def resolve(name_or_path: str | os.PathLike) -> tuple[str, Path | None]:
             f"{text} is not a checkpoint folder or a .gguf file; pass a folder with config.json, a .gguf file, "
             f"a hub id, or a model from `probe models` ({', '.join((*BUNDLED, *DELTAS, *PACKAGED))})"
         )
+    near = _near_name(text)
+    if near is not None:  # a typo of one of ours: say so now rather than ask the hub (~24 s when it is unreachable)
+        raise LoadError(f"no model '{text}'; did you mean '{near}'? (`probe models` lists them)")
     return text, None
+
+
+def _near_name(text: str) -> str | None:
+    """The bundled or packaged name ``text`` most likely misspells (hub ids with an org never match)."""
+    import difflib
+
+    if "/" in text:
+        return None
+    names = (*BUNDLED, *DELTAS, *PACKAGED)
+    folded = {n.lower().replace("_", "-").replace(" ", "-"): n for n in names}
+    key = text.lower().replace("_", "-").replace(" ", "-")
+    if key in folded:
+        return folded[key]
+    close = difflib.get_close_matches(key, list(folded), n=1, cutoff=0.85)
+    return folded[close[0]] if close else None
 
 
 def _check_weights(path: Path, allow_pickle: bool) -> None:

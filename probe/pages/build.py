@@ -63,7 +63,7 @@ CAPTIONS = {
     "the candidates' total likelihood).",
     "agreement": "How much the models' word lists agree: overlap@k is the share of top-k words two lists have in "
     "common; Spearman and Kendall correlations compare the order of the words both lists contain "
-    "(1 = same order, -1 = reversed).",
+    "(1 = same order, -1 = reversed; n/a when the lists share fewer than 5 words).",
 }
 
 

@@ -75,7 +75,7 @@ def _cell(value: Any) -> dict:
         return {"text": f"{value:,}", "num": True}
     if isinstance(value, float):
         if math.isnan(value):
-            return {"text": "", "num": True}
+            return {"text": "n/a", "num": True}
         text = f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
         return {"text": text, "num": True}
     return {"text": str(value), "num": False}
