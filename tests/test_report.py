@@ -218,3 +218,19 @@ def test_default_report_on_bundled_models_meets_budgets(tmp_path):
     assert path.stat().st_size <= 6_000_000
     doc = path.read_text(encoding="utf-8")
     assert len(figure_specs(doc)) == 2 + 2 * FIGURES_PER_MODEL and "tiny-gpt" in doc and "tiny-bert" in doc
+
+
+def test_report_opens_with_what_the_models_say(tiny_gpt, tiny_bert, tmp_path):
+    from markupsafe import escape
+
+    from probe.pages.build import answer_text
+
+    text = "The robot must [MASK] hurt the human."
+    page = probe.report(text, [tiny_gpt, tiny_bert], tmp_path / "r.html", k=5).read_text(encoding="utf-8")
+    frame = probe.compare(text, [tiny_gpt, tiny_bert], k=5)
+    answer = answer_text(frame)
+    top = {m: g.sort_values("rank").iloc[0] for m, g in frame.groupby("method")}
+    assert f"guesses '{top['next_token'].word}'" in answer and f"puts '{top['rescored'].word}' first" in answer
+    assert f"fills the blank with '{top['masked'].word}'" in answer
+    assert str(escape(answer)) in page  # as the template escapes it
+    assert page.index('id="answer"') < page.index("<section")  # it opens the page

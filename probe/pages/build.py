@@ -192,8 +192,40 @@ def model_section(model: Model, name: str, text: str, slot: Slot, k: int = 10, t
     return section
 
 
-def comparison_section(models: list[Model], text: str, k: int = 10, truncate: bool = False) -> Section:
-    """The GPT-vs-BERT view: words side by side, the layer-by-layer rank, agreement numbers, the frame."""
+def _pct(p: float) -> str:
+    return f"{p:.0%}" if p >= 0.095 else f"{p:.1%}" if p >= 0.001 else f"{p:.1e}"
+
+
+def answer_text(frame) -> str:
+    """The comparison's finding in one paragraph: what each model puts first, and under which reading
+    (a causal model's next word from the left context, or the whole sentence with each candidate filled in)."""
+    sentences, finals = [], {}
+    for name in frame.attrs.get("models", []):
+        part = frame[frame.model == name]
+        top = {m: g.sort_values("rank").iloc[0] for m, g in part.groupby("method") if len(g)}
+        if "masked" in top:
+            w = top["masked"]
+            sentences.append(f"{name}, seeing the whole sentence, fills the blank with '{w.word}' ({_pct(w.prob)}).")
+            finals[name] = w.word
+        elif "next_token" in top:
+            w = top["next_token"]
+            line = f"Reading left to right, {name} guesses '{w.word}' ({_pct(w.prob)})"
+            finals[name] = w.word
+            if "rescored" in top:
+                r = top["rescored"]
+                line += f"; reading the whole sentence (each candidate filled in and scored) it puts '{r.word}' first ({_pct(r.prob)})"
+                finals[name] = r.word
+            sentences.append(line + ".")
+    if len(finals) > 1 and len(set(finals.values())) == 1:
+        sentences.append(
+            f"Read whole, {'both' if len(finals) == 2 else 'all'} put '{next(iter(finals.values()))}' first."
+        )
+    return " ".join(sentences)
+
+
+def comparison_section(models: list[Model], text: str, k: int = 10, truncate: bool = False, frame=None) -> Section:
+    """The GPT-vs-BERT view: words side by side, the layer-by-layer rank, agreement numbers, the frame
+    (``frame``: the comparison already computed, e.g. for the page's answer)."""
     from probe.analysis.compare import compare
 
     usable = [m for m in models if m.kind != "encoder"]
@@ -207,7 +239,8 @@ def comparison_section(models: list[Model], text: str, k: int = 10, truncate: bo
         section.blocks.append(note_block(f"Left out of the comparison (no language-model head): {', '.join(skipped)}."))
     if not usable:
         return section
-    frame = compare(text, usable, k=k, rescore=True, truncate=truncate)
+    if frame is None:
+        frame = compare(text, usable, k=k, rescore=True, truncate=truncate)
     if frame.attrs.get("truncated"):
         section.blocks.append(
             note_block(f"Cut to fit the context (a window around the slot): {', '.join(frame.attrs['truncated'])}.")
@@ -298,8 +331,14 @@ def report(
     slot = Slot.parse(text, need_mask=any(m.kind == "masked" for m in loaded))
     names = _unique_names(loaded)
     sections = []
+    answer = ""
+    usable = [m for m in loaded if m.kind != "encoder"]
     if len(loaded) > 1:
-        sections.append(comparison_section(loaded, text, k, truncate))
+        from probe.analysis.compare import compare
+
+        frame = compare(text, usable, k=k, rescore=True, truncate=truncate) if usable else None
+        answer = answer_text(frame) if frame is not None else ""
+        sections.append(comparison_section(loaded, text, k, truncate, frame=frame))
     sections += [model_section(m, n, text, slot, k, truncate) for m, n in zip(loaded, names, strict=True)]
     sections += why_sections(extra, loaded, names, text, corrupted)
     for i, s in enumerate(sections):
@@ -309,4 +348,5 @@ def report(
     if notice:  # the real models are not installed: say which ones were used instead, and how to get them
         subtitle += f" Note: {notice}."
     src = plotly_source(path, plotly_js)
-    return write_atomic(path, render(sections, title=title, subtitle=subtitle, text=text, plotly_src=src))
+    page_html = render(sections, title=title, subtitle=subtitle, text=text, plotly_src=src, answer=answer)
+    return write_atomic(path, page_html)

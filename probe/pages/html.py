@@ -126,7 +126,12 @@ def plotly_source(path: Path, plotly_js: str) -> str | None:
 
 
 def render(
-    sections: list[Section], title: str, subtitle: str = "", text: str = "", plotly_src: str | None = None
+    sections: list[Section],
+    title: str,
+    subtitle: str = "",
+    text: str = "",
+    plotly_src: str | None = None,
+    answer: str = "",
 ) -> str:
     """The whole page as a string: one inlined plotly.js (or a ``<script src=plotly_src>``), every figure
     as escaped JSON."""
@@ -160,6 +165,7 @@ def render(
         plotly_js=plotly_js,
         plotly_src=plotly_src,
         version=__version__,
+        answer=answer,
     )
 
 
