@@ -326,7 +326,7 @@ def test_logit_lens_head_is_the_models_own(case):
         lens = m.adapter.head(run[f"blocks.{m.n_layers - 1}.hook_resid_post"])
     torch.testing.assert_close(lens, run["logits"], **TOL)
     pytest.importorskip("pandas")
-    frame = run.logit_lens(k=3)
+    frame = run.logit_lens(k=3, index=0)  # a batch says whose lens
     assert sorted(frame["layer"].unique()) == list(range(m.n_layers + 1))
 
 

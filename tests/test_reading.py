@@ -171,3 +171,18 @@ def test_readme_reading_snippet_prints_what_it_says():
         else:
             assert next(iter(value.values()))["prepend_bos"] is True
     assert checked == 2
+
+
+def test_a_batch_says_whose_predictions_and_frames_say_what_was_read(tiny_gpt):
+    run = tiny_gpt.run(
+        ["The robot must", "A cat sat on the"], hooks=["logits", "blocks.*.hook_resid_pre", "blocks.*.hook_resid_post"]
+    )
+    with pytest.raises(probe.InputError, match=r"holds 2 texts; pass index=0\.\.1"):
+        run.predictions()
+    with pytest.raises(probe.InputError, match="pass index"):
+        run.logit_lens()
+    second = run.predictions(k=3, index=1)
+    assert second.attrs["index"] == 1 and second.attrs["tokens"] == run.token_strs(1)
+    alone = tiny_gpt.run("A cat sat on the", hooks=["logits"]).predictions(k=3)
+    assert second["token_id"].tolist() == alone["token_id"].tolist() and alone.attrs["prepend_bos"] is True
+    assert not run.logit_lens(index=1).empty

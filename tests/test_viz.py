@@ -243,3 +243,19 @@ def test_importing_probe_and_its_views_does_not_import_plotly():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
+
+
+def test_residual_norms_clip_the_sink_so_the_rest_shows(tiny_gpt):
+    run = tiny_gpt.run(
+        "The robot must not hurt the human.", hooks=["blocks.*.hook_resid_pre", "blocks.*.hook_resid_post"]
+    )
+    name = f"blocks.{tiny_gpt.n_layers - 1}.hook_resid_post"
+    run.cache[name] = run.cache[name].clone()
+    run.cache[name][0, 0] *= 1000  # a sink: the start token's norm far above the rest
+    fig = run.plot.residual_norms()
+    heat = fig.data[0]
+    z = np.asarray(heat.z, dtype=float)
+    assert heat.zmax is not None and heat.zmax == pytest.approx(z[:, 1:].max(), abs=1e-3)  # z is rounded
+    assert z[:, 0].max() > heat.zmax and "sink position(s) above" in fig.layout.title.text
+    plain = tiny_gpt.run("The robot must not hurt the human.").plot.residual_norms()
+    assert plain.data[0].zmax is None or "clipped" in plain.layout.title.text

@@ -175,21 +175,37 @@ class Run:
         with torch.inference_mode():
             return self.model.adapter.head(self.resid(self.model.n_layers)[index, pos])
 
-    def predictions(self, k: int = 10, position: int | None = None, index: int = 0) -> pd.DataFrame:
+    def _one_text(self, index: int | None, what: str) -> int:
+        """``index``, or 0 for a run of one text; a batch must say whose ``what`` it wants."""
+        if index is not None:
+            return index
+        if len(self) > 1:
+            raise InputError(
+                f"this run holds {len(self)} texts; pass index=0..{len(self) - 1} to say whose {what} to show"
+            )
+        return 0
+
+    def predictions(self, k: int = 10, position: int | None = None, index: int | None = None) -> pd.DataFrame:
         """Top-k of the model's distribution: next token (causal) or the [MASK] filler (masked).
+
+        ``index``: which text of a batch (required when the run holds several).
 
         Returns:
             DataFrame [rank, token, token_id, prob, logit], rank 1 = most likely. For masked models the
             special tokens ([CLS], [SEP], [MASK], ...) are never fillers and are left out; ``prob`` is
-            still each token's share of the whole distribution.
+            still each token's share of the whole distribution. ``.attrs``: index, prepend_bos and tokens
+            (what was read).
         """
         from probe.core.tokens import top_k_frame
 
         k = check.integer(k, "k", minimum=1)
-        return top_k_frame(self.model, self.logits_at(position, index), k)
+        index = self._one_text(index, "predictions")
+        frame = top_k_frame(self.model, self.logits_at(position, index), k)
+        frame.attrs.update(index=index, prepend_bos=self.prepend_bos, tokens=self.token_strs(index))
+        return frame
 
     def logit_lens(
-        self, k: int = 5, position: int | None = None, target: str | int | None = None, index: int = 0
+        self, k: int = 5, position: int | None = None, target: str | int | None = None, index: int | None = None
     ) -> pd.DataFrame:
         """What every layer would predict: the model's own head applied to each residual stream.
 
@@ -199,6 +215,7 @@ class Run:
         """
         from probe.analysis.lens import logit_lens
 
+        index = self._one_text(index, "logit lens")
         return logit_lens(self, k=k, position=position, target=target, index=index)
 
     # -- frames and files --------------------------------------------------------------------

@@ -31,7 +31,9 @@ def residual_norms(run: Run, index: int = 0) -> go.Figure:
 
     Returns:
         Figure with one Heatmap [n_layers + 1, pos]. The first token often has a far larger norm
-        (an "attention sink"); hover gives exact values.
+        (an "attention sink": SmolLM2 ~23k against ~170); positions whose peak norm is over 4x the median
+        peak are clipped at the others' maximum so the colours show the rest (the title says so; hover
+        gives exact values).
 
     Example:
         >>> run.plot.residual_norms()
@@ -50,8 +52,12 @@ def residual_norms(run: Run, index: int = 0) -> go.Figure:
         [[f"{names[layer]}<br>position {p} {tl[p]}" for p in range(length)] for layer in range(len(names))],
         dtype=object,
     )
+    peaks = norms.max(axis=0)  # [pos]
+    sinks = peaks > 4 * np.median(peaks) if length > 2 else np.zeros(length, dtype=bool)
+    zmax = float(peaks[~sinks].max()) if sinks.any() and not sinks.all() else None
+    clipped = f" (colours clipped at {zmax:.0f}: {int(sinks.sum())} sink position(s) above)" if zmax else ""
     fig = figure(
-        title=f"{esc(run.model.name)}: residual-stream norm",
+        title=f"{esc(run.model.name)}: residual-stream norm{clipped}",
         width=int(190 + cell * length),
         height=150 + 34 * len(names),
         xaxis=_token_axis(toks, cell),
@@ -63,6 +69,8 @@ def residual_norms(run: Run, index: int = 0) -> go.Figure:
             customdata=hover,
             hovertemplate="%{customdata}<br>norm %{z:.2f}<extra></extra>",
             colorscale="Viridis",
+            zmax=zmax,
+            zmin=float(norms.min()) if zmax else None,
             colorbar={"title": {"text": "‖x‖"}},
             xgap=1,
             ygap=1,
