@@ -39,6 +39,9 @@ class _OneLineErrors(TyperGroup):
         except _click_exceptions.UsageError as err:
             if not err.format_message():  # `probe` alone: the help was printed, nothing went wrong
                 sys.exit(0)
+            if isinstance(err, getattr(_click_exceptions, "NoArgsIsHelpError", ())):  # click >= 8.2: the help
+                typer.echo(err.format_message())
+                sys.exit(0)
             where = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
             typer.echo(f"error: {err.format_message()}{where}", err=True)
             sys.exit(EXIT_BAD_INPUT)
@@ -62,6 +65,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # help texts are plain: "probe[ray]" and "[batch, pos]" keep their brackets
     pretty_exceptions_enable=False,
 )
 

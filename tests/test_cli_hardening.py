@@ -123,3 +123,17 @@ def test_report_truncate(runner, tiny_bert_path, tmp_path):
     result = runner.invoke(app, args + ["--truncate"])
     assert result.exit_code == 0, result.output
     assert "was cut to the window above" in out.read_text(encoding="utf-8")
+
+
+def test_help_keeps_brackets_and_labels_no_flag_as_a_value():
+    from typer.testing import CliRunner
+
+    from probe.cli import app
+
+    runner = CliRunner()
+    extract = runner.invoke(app, ["extract", "--help"], terminal_width=120)
+    hooks = runner.invoke(app, ["hooks", "--help"], terminal_width=120)
+    assert extract.exit_code == 0 and hooks.exit_code == 0
+    assert "probe[ray]" in extract.output and "[batch, pos" in hooks.output
+    flags = [line for line in extract.output.splitlines() if "--quiet" in line or "--help" in line]
+    assert flags and not any("<bool>" in line for line in flags)
