@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
+import probe
 from probe.analysis.compare import (
     COLUMNS,
     Slot,
@@ -277,3 +278,19 @@ def test_rank_correlations_match_pandas_definitions():
     assert spearman(a, b) == pytest.approx(np.corrcoef(ra, rb)[0, 1])
     concordant = sum(np.sign(a[i] - a[j]) * np.sign(b[i] - b[j]) for i in range(12) for j in range(i + 1, 12))
     assert kendall(a, b) == pytest.approx(concordant / 66)
+
+
+def test_text_faults_are_said_before_any_model_loads(monkeypatch, tmp_path):
+    import probe.analysis.compare as module
+
+    def boom(*args, **kwargs):
+        raise AssertionError("loaded models for a text that could not be read")
+
+    monkeypatch.setattr(module, "load_models", boom)
+    for text in ("", "   ", "No mask here.", "A [MASK] and a [MASK]."):
+        with pytest.raises(InputError):
+            probe.compare(text, ["tiny-gpt", "tiny-bert"])
+        with pytest.raises(InputError):
+            probe.report(text, None, tmp_path / "r.html")  # the default pair has a masked model
+    with pytest.raises(AssertionError, match="loaded models"):  # next-word only: no [MASK] needed
+        probe.compare("No mask here.", ["tiny-gpt"])

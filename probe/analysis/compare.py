@@ -400,12 +400,19 @@ def check_order(text, models, where: str) -> None:
         )
     if not isinstance(text, str):
         check.text(text)
-    for m in [models] if isinstance(models, str) else models if isinstance(models, (list, tuple)) else []:
+    given = [models] if isinstance(models, (str, Model)) else models if isinstance(models, (list, tuple)) else []
+    for m in given:
         if isinstance(m, str) and _looks_like_sentence(m):
             raise InputError(
                 f"{m!r} was passed as a model but looks like a sentence; {call} takes the text first, "
                 f"so swap them, or use keywords: probe.{where}(text='...', models=[...])"
             )
+    # the text's own faults are said before any model is loaded (seconds each): empty, several [MASK]s, and
+    # no [MASK] when a model known to be masked is asked (None: the default pair, which has one)
+    from probe.core.loading import KINDS
+
+    kinds = [m.kind if isinstance(m, Model) else KINDS.get(str(m)) for m in given]
+    Slot.parse(text, need_mask=models is None or "masked" in kinds)
 
 
 def _looks_like_sentence(name: str) -> bool:

@@ -36,6 +36,9 @@ from probe.errors import LoadError
 BUNDLED = ("tiny-gpt", "tiny-bert")  # trained from scratch by probe.zoo.train
 DELTAS = ("minilm-mlm",)  # bundled weights over a packaged model (probe.zoo.minilm)
 BASE_FILE = "probe_base.json"
+# what each of probe's own names is, known before loading (so a text can be checked first)
+KINDS = {"tiny-gpt": "causal", "tiny-bert": "masked", "minilm-mlm": "masked", "smollm2-135m": "causal"}
+KINDS["all-minilm-l6-v2"] = "encoder"
 
 
 @dataclass(frozen=True)
