@@ -81,7 +81,10 @@ def test_report_reads_as_run(tiny_gpt, tmp_path):
     page = probe.report(TEXT, [tiny_gpt], tmp_path / "r.html", k=3).read_text(encoding="utf-8")
     word = tiny_gpt.to_str_tokens([tid])[0].strip()
     assert f"{prob:.1%}" in page or f"{prob * 100:.1f}%" in page, (word, prob)
-    assert "start token" in page  # the page says which tokens were read
+    n = len(tiny_gpt.tokenize(LEFT))
+    assert f"It reads {n} tokens, its start token &lt;|endoftext|&gt; first (prepend_bos=True" in page
+    bare = probe.report(TEXT, [tiny_gpt], tmp_path / "b.html", k=3, prepend_bos=False).read_text(encoding="utf-8")
+    assert f"It reads {n - 1} tokens, the text&#39;s own, with no start token" in bare
 
 
 def test_extract_reads_as_run_and_first_and_mean_skip_the_start_token(tiny_gpt, tmp_path):

@@ -232,6 +232,7 @@ def _slot_run(model: Model, slot: Slot, prepend_bos: bool | None = None):
         return run, run.mask_position()
     try:
         run = model.run(model.document_ids(slot.left, prepend_bos), hooks=hooks)
+        run.prepend_bos = model.reads_bos(prepend_bos)  # read by the one rule, though given as ids
     except InputError:
         if slot.left:
             raise

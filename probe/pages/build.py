@@ -71,7 +71,9 @@ def _run(model: Model, text: str | None) -> Run:
     hooks = list(dict.fromkeys(model.default_hooks + [f"blocks.{model.n_layers - 1}.mlp.hook_post"]))
     if model.kind == "causal":  # read as a document: the start token first where the model needs it
         try:
-            return model.run(model.document_ids(text), hooks=hooks)
+            run = model.run(model.document_ids(text), hooks=hooks)
+            run.prepend_bos = model.reads_bos()  # read by the one rule, though given as ids
+            return run
         except InputError:
             if text:
                 raise
