@@ -13,6 +13,7 @@ public name that needs them is touched (module ``__getattr__`` below), so the CL
 from __future__ import annotations
 
 import warnings
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from probe.errors import (
@@ -99,8 +100,8 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     """The public names and probe's subpackages, not this module's own imports (warnings, TYPE_CHECKING)."""
-    loaded = {n for n, v in globals().items() if getattr(v, "__name__", "").startswith("probe.") and n[0] != "_"}
-    return sorted(set(__all__) | {n for n in loaded if not callable(globals()[n])})
+    subpackages = {n for n, v in globals().items() if isinstance(v, ModuleType) and v.__name__.startswith("probe.")}
+    return sorted(set(__all__) | subpackages)
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs only

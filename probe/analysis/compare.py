@@ -230,16 +230,23 @@ def _slot_run(model: Model, slot: Slot, prepend_bos: bool | None = None):
             raise InputError(f"{model.name} is masked but its tokenizer has no mask token; it cannot fill a slot")
         run = model.run(slot.masked_text(mask_token), hooks=hooks)
         return run, run.mask_position()
+    run = read_left(model, slot.left, hooks, prepend_bos)
+    return run, run.lengths[0] - 1
+
+
+def read_left(model: Model, left: str | None, hooks: list[str], prepend_bos: bool | None = None):
+    """A causal model's run on the text left of the slot, read by the one rule; an empty left side is the
+    start token alone (the context before a document's first word), or an error where there is none."""
     try:
-        run = model.run(model.document_ids(slot.left, prepend_bos), hooks=hooks)
-        run.prepend_bos = model.reads_bos(prepend_bos)  # read by the one rule, though given as ids
+        run = model.run(model.document_ids(left, prepend_bos), hooks=hooks)
     except InputError:
-        if slot.left:
+        if left:
             raise
         raise InputError(
             f"{MASK} opens the text, so {model.name} has no left context; put a word before {MASK}"
         ) from None
-    return run, run.lengths[0] - 1
+    run.prepend_bos = model.reads_bos(prepend_bos)  # given as ids, read by the rule
+    return run
 
 
 def word_distribution(model: Model, logits: torch.Tensor, k: int, slot: Slot) -> list[dict]:

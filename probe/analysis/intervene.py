@@ -165,15 +165,17 @@ def steer(
         got = list(vector.shape) if isinstance(vector, torch.Tensor) else type(vector).__name__
         raise InputError(f"the steering vector must be a tensor [d_model={model.d_model}], got {got}")
     name = f"blocks.{layer}.hook_resid_pre"
-    ref = model.run(text, hooks=[name])
-    resid_norm = float(ref[name][_unsunk(ref)].float().norm(dim=-1).mean())
+    resid_norm = None
+    if relative or max_new_tokens is not None:  # a reference forward only where its norm is used
+        ref = model.run(text, hooks=[name])
+        resid_norm = float(ref[name][_unsunk(ref)].float().norm(dim=-1).mean())
     vector = vector.float()
     if relative:
         length = float(vector.norm())  # a zero vector (plus and minus read alike) adds nothing
         delta = scale * resid_norm / length * vector if length else vector
     else:
         delta = scale * vector
-    lead = int(bool(ref.prepend_bos))
+    lead = int(model.reads_bos())  # the start token, read first, is never steered
 
     def add(value: torch.Tensor, ctx: PatchContext) -> torch.Tensor:  # value [batch, pos, d_model]
         d = delta.to(value.device, value.dtype)

@@ -115,7 +115,7 @@ class Model:
 
         ``text=None`` (or empty) gives the start token alone: the context before a document's first word.
         """
-        ids = self._token_ids([text], prepend_bos)[0] if text else self._token_ids([""], prepend_bos)[0]
+        ids = self._token_ids([text or ""], prepend_bos)[0]
         if not ids:
             raise InputError(
                 f"{self.name} reads no start token here, so it cannot read an empty context; give it some text"

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from probe.analysis.compare import DEFAULT_TEXT, MASK, Slot, model_text
+from probe.analysis.compare import DEFAULT_TEXT, MASK, Slot, model_text, read_left
 from probe.errors import InputError
 from probe.pages.html import (
     Section,
@@ -69,17 +69,8 @@ CAPTIONS = {
 
 def _run(model: Model, text: str | None) -> Run:
     hooks = list(dict.fromkeys(model.default_hooks + [f"blocks.{model.n_layers - 1}.mlp.hook_post"]))
-    if model.kind == "causal":  # read as a document: the start token first where the model needs it
-        try:
-            run = model.run(model.document_ids(text), hooks=hooks)
-            run.prepend_bos = model.reads_bos()  # read by the one rule, though given as ids
-            return run
-        except InputError:
-            if text:
-                raise
-            raise InputError(
-                f"{MASK} opens the text, so {model.name} has no left context; put a word before {MASK}"
-            ) from None
+    if model.kind == "causal":  # the start token alone when [MASK] opens the text
+        return read_left(model, text, hooks)
     return model.run(text, hooks=hooks)
 
 
