@@ -9,10 +9,14 @@ A GPT-2-small-shaped model with random weights (same FLOPs as the real one: 12 l
 - probe every:  probe capturing every hook of the body (resid, attn/mlp out, q/k/v/z, patterns, neurons);
 - TL cache:     TransformerLens 4 bridge ``run_with_cache(names_filter=<the 12 resid_post>)``;
 - TL full:      the bridge's ``run_with_cache()`` with no filter (every hook it has);
+- nnsight all:  nnsight 0.8 ``trace`` on the same body saving all 12 block outputs;
+- nnsight L2:   the same saving block 2's output, then ``tracer.stop()``;
 - HF hidden:    ``GPT2LMHeadModel(..., output_hidden_states=True)``.
 
 Prints medians and ratios. Targets (issue #2): probe all <= 1.10x body and <= 0.80x TL cache;
 probe L2 <= 0.35x body. Issue #12: probe every <= 0.75x TL full cache, probe all <= 1.03x body.
+Issue #15: probe every <= 1.35x body (8x128) and <= 1.3x (1x16); probe all and L2 at or below
+nnsight's in the same run. TL and nnsight rows need the benchmark extras (``pip install -e .[bench]``).
 On CUDA it also prints peak GPU memory for every hook kept on the GPU vs ``offload="cpu"``.
 
     python benchmarks/capture.py [--batch 4] [--seq 128] [--reps 7] [--device cpu|cuda]
@@ -47,7 +51,14 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument(
+        "--width",
+        type=int,
+        default=768,
+        help="d_model (12 heads): 96 makes the forward cheap, so what remains is per-call overhead, as on a GPU",
+    )
     ap.add_argument("--no-tl", action="store_true", help="skip TransformerLens (if not installed)")
+    ap.add_argument("--no-nnsight", action="store_true", help="skip nnsight (if not installed)")
     ap.add_argument(
         "--clock",
         choices=["wall", "cpu"],
@@ -63,7 +74,7 @@ def main() -> None:
     import probe
 
     torch.manual_seed(0)
-    cfg = GPT2Config()  # GPT-2 small: 12 layers, 768 wide, 12 heads, 50257 vocab
+    cfg = GPT2Config(n_embd=args.width)  # GPT-2 small: 12 layers, 768 wide, 12 heads, 50257 vocab
     folder = tempfile.mkdtemp()
     GPT2LMHeadModel(cfg).save_pretrained(folder)
     vocab = {f"t{i}": i for i in range(cfg.vocab_size)}
@@ -114,13 +125,19 @@ def main() -> None:
         cases["TL bridge run_with_cache"] = tl_cache
         cases["TL bridge full cache"] = tl_full
 
+    if not args.no_nnsight and not _installed("nnsight"):
+        print("nnsight is not installed: the nnsight rows are skipped")
+        args.no_nnsight = True
+    if not args.no_nnsight:
+        cases.update(_nnsight_cases(hf.transformer, ids, mask, cfg.n_layer))
+
     timer = time.perf_counter if clock == "wall" else time.process_time
     results = {name: timed(fn, args.reps, sync, timer) for name, fn in cases.items()}
     full_tl = results.get("TL bridge full cache")
     base = results["body (bare transformer)"]
     tl = results.get("TL bridge run_with_cache")
     print(
-        f"GPT-2-small shape, random weights, batch {args.batch} x {args.seq} tokens, {args.device}, "
+        f"GPT-2-small shape (d_model {args.width}), random weights, batch {args.batch} x {args.seq} tokens, {args.device}, "
         f"{torch.get_num_threads()} threads, median of {args.reps}, {clock} clock"
     )
     print("x TL: against TL's resid_post-only cache; for 'every hook' rows, against TL's full cache")
@@ -143,6 +160,16 @@ def main() -> None:
     if full_tl:
         r = results["probe: every hook"] / full_tl
         print(f"; every hook <= 0.75x TL full cache: {r:.2f} {'OK' if r <= 0.75 else 'MISSED'}", end="")
+    every = results["probe: every hook"] / base
+    goal = 1.35 if args.batch * args.seq >= 512 else 1.3
+    print(f"; every hook <= {goal}x body: {every:.2f} {'OK' if every <= goal else 'MISSED'}", end="")
+    for probe_row, peer_row in (
+        ("probe: all 12 resid_post", "nnsight: all 12 resid_post"),
+        ("probe: layer 2 only", "nnsight: layer 2 only"),
+    ):
+        if peer_row in results:
+            r = results[probe_row] / results[peer_row]
+            print(f"; {probe_row[7:]} <= nnsight: {r:.2f}x {'OK' if r <= 1.0 else 'MISSED'}", end="")
     print()
     if args.device.startswith("cuda"):
         peak_memory(model, ids, every)
@@ -153,6 +180,28 @@ def _installed(package: str) -> bool:
         return importlib.util.find_spec(package) is not None
     except ImportError:
         return False
+
+
+def _nnsight_cases(body, ids, mask, n_layers: int) -> dict:
+    """nnsight's trace on the same body: save every block's output, or block 2's and stop there."""
+    from nnsight import NNsight
+
+    traced = NNsight(body)
+
+    def all_blocks():
+        saved = []
+        with torch.inference_mode(), traced.trace(input_ids=ids, attention_mask=mask, use_cache=False):
+            for i in range(n_layers):
+                saved.append(traced.h[i].output.save())
+        return saved
+
+    def layer_2():
+        with torch.inference_mode(), traced.trace(input_ids=ids, attention_mask=mask, use_cache=False) as tracer:
+            saved = traced.h[2].output.save()
+            tracer.stop()
+        return saved
+
+    return {"nnsight: all 12 resid_post": all_blocks, "nnsight: layer 2 only": layer_2}
 
 
 def peak_memory(model, ids, every) -> None:

@@ -61,7 +61,7 @@ def bare_batches(model, texts: list[str], batch_size: int, docs_per_shard: int):
     """The (ids, mask) batches probe.extract builds: windows of texts, sorted by length inside each."""
     import numpy as np
 
-    from probe.core.model import _pad
+    from probe.core.tokens import pad
 
     batches = []
     for start in range(0, len(texts), docs_per_shard):
@@ -69,7 +69,7 @@ def bare_batches(model, texts: list[str], batch_size: int, docs_per_shard: int):
         enc = [e[: model.n_ctx] for e in model.tokenizer(window, verbose=False)["input_ids"]]
         order = np.argsort([len(e) for e in enc], kind="stable")
         for b in range(0, len(order), batch_size):
-            ids, mask = _pad([enc[i] for i in order[b : b + batch_size]], model.tokenizer.pad_token_id)
+            ids, mask = pad([enc[i] for i in order[b : b + batch_size]], model.tokenizer.pad_token_id)
             batches.append((ids.to(model.device), mask.to(model.device)))
     return batches
 

@@ -46,7 +46,7 @@ _LAZY = {
     "ablate": "probe.analysis.intervene",
     "steer": "probe.analysis.intervene",
     "patching": "probe.analysis.intervene",
-    "PatchContext": "probe.core.capture",
+    "PatchContext": "probe.core.patch",
     "attribute": "probe.analysis.attribute",
     "factors": "probe.analysis.factors",
     "cka": "probe.analysis.factors",
@@ -114,8 +114,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from probe.analysis.verify import verify
     from probe.app import dashboard
     from probe.cards import models
-    from probe.core.capture import PatchContext
     from probe.core.model import Model, load
+    from probe.core.patch import PatchContext
     from probe.core.run import Run
     from probe.defaults import default_models
     from probe.pages import report

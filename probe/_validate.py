@@ -43,6 +43,48 @@ def optional_integer(value: Any, name: str, *, minimum: int | None = None) -> in
     return None if value is None else integer(value, name, minimum=minimum)
 
 
+def index(value: Any, name: str, size: int, *, what: str) -> int:
+    """One rule for every layer, head, neuron, text and position index: an integer in ``-size..size-1``,
+    negative counting from the end (-1 is the last), returned as ``0..size-1``.
+
+    ``what`` completes the error, e.g. "tiny-gpt has layers 0..3".
+    """
+    value = integer(value, name)
+    if not -size <= value < size:
+        last = "; -1 is the last" if size else ""
+        raise InputError(f"{name} {value} is out of range; {what} 0..{size - 1}{last}")
+    return value % size
+
+
+def token_ids(ids: Any, vocab_size: int, n_ctx: int, model: str):
+    """Token ids given to ``run``: an integer tensor [pos] or [batch, pos] within the vocabulary and
+    context; returned as int64 [batch, pos]."""
+    import torch
+
+    ids = ids[None] if ids.dim() == 1 else ids
+    if ids.dtype not in (torch.int64, torch.int32) or ids.dim() != 2:
+        raise InputError("token ids must be an integer tensor [batch, pos]")
+    if ids.numel() and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise InputError(f"token ids must lie in [0, {vocab_size}) for {model}")
+    if ids.shape[1] > n_ctx:
+        raise InputError(f"{ids.shape[1]} positions exceed {model}'s context of {n_ctx}")
+    return ids.long()
+
+
+def offload(value: Any):
+    """``run(offload=)``: None, or a device to move captured tensors to."""
+    if value is None:
+        return None
+    import torch
+
+    try:
+        return torch.device(value)
+    except (RuntimeError, TypeError):
+        raise InputError(
+            f"offload={value!r} is not a device; use offload='cpu' (or None to keep tensors in place)"
+        ) from None
+
+
 def boolean(value: Any, name: str) -> bool:
     """A real bool (or numpy bool); ``"False"`` and 0/1 are refused, since ``bool("False")`` is True."""
     import numpy as np

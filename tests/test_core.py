@@ -233,17 +233,52 @@ def test_errors_are_one_line(tiny_gpt):
         assert "\n" not in str(info.value)
 
 
-def test_hooks_always_removed(tiny_gpt):
-    """Capture leaves no hook behind, even when the forward stops early or raises."""
+def test_hooks_left_between_runs_are_inert_and_reset_removes_them(tiny_gpt):
+    """Between runs the model keeps only the last hook set's reading hooks (none of a patch), which change
+    nothing the model computes; ``reset_hooks`` removes every one, even after a forward that raised."""
+    from probe.core.capture import _ReadOut
+
+    def hooks():
+        return [h for m in tiny_gpt.hf.modules() for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())]
+
+    ids = tiny_gpt.encode(["The robot must"])[0]
+    with torch.inference_mode():
+        before = tiny_gpt.hf(ids).logits
+    tiny_gpt.run("The robot", hooks=["blocks.0.hook_resid_post"])  # stops after block 0
+    tiny_gpt.run("The robot", hooks=tiny_gpt.hook_names)
+    with pytest.raises(RuntimeError, match="inside"):
+        tiny_gpt.run("The robot", hooks=tiny_gpt.hook_names, patch={"blocks.0.hook_resid_post": _boom})
+    left = hooks()
+    assert left and all(isinstance(h, _ReadOut) for h in left)  # readers only: the patch's writer is gone
+    with torch.inference_mode():
+        torch.testing.assert_close(tiny_gpt.hf(ids).logits, before, rtol=0, atol=0)
+    assert tiny_gpt.reset_hooks() == len(left)
+    assert hooks() == []
+    assert tiny_gpt.hf.config._attn_implementation == "sdpa"
+    again = tiny_gpt.run("The robot", hooks=["blocks.0.hook_resid_post"])  # registers what it needs again
+    assert again["blocks.0.hook_resid_post"].shape[:2] == (1, len(again.token_strs()))
+
+
+def _boom(value, ctx):
+    raise RuntimeError("inside")
+
+
+def test_a_repeated_hook_set_reuses_its_hooks_and_a_new_set_replaces_them(tiny_gpt):
+    """The cache: the same hook set registers nothing new; another set detaches the old hooks first."""
 
     def count():
         return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in tiny_gpt.hf.modules())
 
-    before = count()
-    tiny_gpt.run("The robot", hooks=["blocks.0.hook_resid_post"])
-    tiny_gpt.run("The robot", hooks=tiny_gpt.hook_names)
-    assert count() == before
-    assert tiny_gpt.hf.config._attn_implementation == "sdpa"
+    tiny_gpt.reset_hooks()
+    first = tiny_gpt.run("The robot", hooks=["blocks.*.hook_resid_post"])
+    n = count()
+    assert n == tiny_gpt.n_layers  # one hook per block output
+    second = tiny_gpt.run("The robot", hooks=["blocks.*.hook_resid_post"])
+    assert count() == n
+    torch.testing.assert_close(first["blocks.1.hook_resid_post"], second["blocks.1.hook_resid_post"])
+    tiny_gpt.run("The robot", hooks=["blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.0.attn.hook_v"])
+    assert count() == 1  # q, k and v come out of one fused projection: one hook
+    tiny_gpt.reset_hooks()
 
 
 def test_a_causal_model_refuses_a_literal_mask_and_points_to_compare(tiny_gpt_path):

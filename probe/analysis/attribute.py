@@ -61,21 +61,19 @@ def _setup(model: Model, text: str, target, position: int | None, prepend_bos: b
     """(ids [1, N], slot positions per target token, target ids, fixed [N] bool, length n, slot).
 
     The text is read as ``Model.run`` reads it (the ``prepend_bos`` rule); positions are those of ``run``."""
-    from probe.core.run import Run
+    from probe.core.tokens import position_in
 
     if not isinstance(text, str):
         raise InputError("attribute takes one text (a string)")
     ids, _ = model.encode([text], prepend_bos=prepend_bos)
     start = model.start_token_id if model.reads_bos(prepend_bos) else None  # held fixed, never attributed
-    run = Run(model, ids, torch.ones_like(ids), {})
     n = ids.shape[1]
     special = set(model.tokenizer.all_special_ids) | ({start} if start is not None else set())
+    slot = position_in(model, ids[0], position)
     if model.kind == "causal":
-        slot = run.position_of(position)
         ids = ids[:, : slot + 1]
         n = slot + 1
     else:
-        slot = run.position_of(position)
         mask_id = model.tokenizer.mask_token_id
         ids = ids.clone()
         ids[0, slot] = mask_id
@@ -146,7 +144,8 @@ def attribute(
     """
     import pandas as pd
 
-    from probe.core.capture import LOGITS, embeddings_replaced, forward_capture
+    from probe.core.forward import forward_capture
+    from probe.core.names import LOGITS
     from probe.errors import need
 
     captum = need("captum.attr")
@@ -179,10 +178,10 @@ def attribute(
 
     def f(embeds: torch.Tensor) -> torch.Tensor:  # [B, N, d_model] -> [B] summed log-prob of the target
         batch = len(embeds)
-        with embeddings_replaced(model.adapter, embeds.to(emb.weight.dtype)):
-            logits = forward_capture(
-                model.adapter, full.expand(batch, -1), mask.expand(batch, -1), [LOGITS], grad=True
-            )[LOGITS]
+        ids = full.expand(batch, -1)
+        logits = forward_capture(
+            model.adapter, ids, mask.expand(batch, -1), [LOGITS], grad=True, embeds=embeds.to(emb.weight.dtype)
+        )[LOGITS]
         logp = logits[:, slot_t].float().log_softmax(-1)  # [B, k, vocab]
         return logp.gather(-1, tgt_t.expand(batch, -1)[..., None])[..., 0].sum(-1)
 

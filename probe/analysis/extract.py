@@ -316,7 +316,7 @@ def _estimate(model: Model, table, names, positions, dtype, limit, prepend_bos=N
     """(hook shapes, estimated tokens, bytes per row) from one short forward and a tokenized sample."""
     import torch
 
-    from probe.core.capture import forward_capture
+    from probe.core.forward import forward_capture
 
     sample = table["text"].slice(0, 256).to_pylist()
     enc = model._token_ids(sample, prepend_bos)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
+from probe import _validate as check
 from probe.errors import InputError
 
 if TYPE_CHECKING:
@@ -58,10 +59,7 @@ def _layers(model: Model, layers) -> list[int]:
     layers = [layers] if isinstance(layers, int) else list(layers)
     if not layers:
         raise InputError("layers=[] selects nothing; pass layer indices or None for all")
-    for la in layers:
-        if not isinstance(la, int) or not 0 <= la < model.n_layers:
-            raise InputError(f"layer {la!r} is out of range; {model.name} has layers 0..{model.n_layers - 1}")
-    return layers
+    return [check.index(la, "layer", model.n_layers, what=f"{model.name} has layers") for la in layers]
 
 
 def factors(

@@ -1,7 +1,7 @@
 """Interventions: change an activation and see what the model does. Patching, ablation, steering.
 
 Everything here is ``model.run(..., patch={hook: tensor | fn})`` underneath, which writes through the
-adapters' Points (``probe.core.capture``), so it works for every family and every hook name, head splits
+adapters' Points (``probe.core.patch``), so it works for every family and every hook name, head splits
 included. Positions are real-token positions: with right padding, position ``p`` is the same token
 in every text and ``-1`` is each text's own last token (``PatchContext.positions``).
 """
@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from probe.core.capture import LOGITS, PatchContext
-from probe.core.patch import resolve_patch
+from probe import _validate as check
+from probe.core.names import LOGITS
+from probe.core.patch import PatchContext, resolve_patch
 from probe.errors import InputError
 
 if TYPE_CHECKING:
@@ -35,9 +36,7 @@ OVER = {
 
 
 def _check_layer(model: Model, layer: int, what: str = "layer") -> int:
-    if not isinstance(layer, int) or not -model.n_layers <= layer < model.n_layers:
-        raise InputError(f"{what} {layer!r} is out of range; {model.name} has layers 0..{model.n_layers - 1}")
-    return layer % model.n_layers
+    return check.index(layer, what, model.n_layers, what=f"{model.name} has layers")
 
 
 def _pairs(model: Model, pairs, what: str, size: int) -> list[tuple[int, int]]:
@@ -46,10 +45,7 @@ def _pairs(model: Model, pairs, what: str, size: int) -> list[tuple[int, int]]:
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
             raise InputError(f"{what}s are (layer, index) pairs, got {pair!r}")
         layer, index = pair
-        layer = _check_layer(model, layer)
-        if not isinstance(index, int) or not 0 <= index < size:
-            raise InputError(f"{what} {index!r} is out of range; {model.name} has {what}s 0..{size - 1} per layer")
-        out.append((layer, index))
+        out.append((_check_layer(model, layer), check.index(index, what, size, what=f"{model.name} has {what}s")))
     return out
 
 

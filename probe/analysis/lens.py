@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from probe import _validate as check
-from probe.core.capture import LOGITS
+from probe.core.names import LOGITS
 from probe.errors import InputError
 
 if TYPE_CHECKING:

@@ -55,8 +55,8 @@ def write_shard(
     """
     import pyarrow.parquet as pq
 
-    from probe.core.capture import forward_capture
-    from probe.core.model import _pad
+    from probe.core.forward import forward_capture
+    from probe.core.tokens import pad
 
     texts = window["text"].to_pylist()
     doc_ids = np.asarray(window["doc_id"].to_numpy(), dtype=np.int64)
@@ -72,7 +72,7 @@ def write_shard(
     try:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            ids, mask = _pad([encoded[i] for i in batch], model.tokenizer.pad_token_id)
+            ids, mask = pad([encoded[i] for i in batch], model.tokenizer.pad_token_id)
             store = forward_capture(model.adapter, ids.to(model.device), mask.to(model.device), plan.hooks)
             table = rows_table(
                 model,

@@ -15,7 +15,11 @@ import torch
 
 from probe import _validate as check
 from probe.core.adapters import ADAPTERS, Adapter
-from probe.core.capture import LOGITS, forward_capture, resolve_names
+from probe.core.capture import resolve_names
+from probe.core.forward import capture_batches
+from probe.core.names import LOGITS
+from probe.core.patch import resolve_patch
+from probe.core.tokens import pad
 from probe.errors import InputError
 
 
@@ -237,7 +241,29 @@ class Model:
                     )
                 ids = ids[: self.n_ctx]
             rows.append(ids)
-        return _pad(rows, self.tokenizer.pad_token_id)
+        return pad(rows, self.tokenizer.pad_token_id)
+
+    def _resolve(self, hooks: list[str]) -> list[str]:
+        """``resolve_names`` against this model's hooks, remembered per pattern list (a loop of runs
+        resolves once)."""
+        key = tuple(hooks)
+        cache = self.__dict__.setdefault("_resolved", {})
+        if key not in cache:
+            if len(cache) >= 64:
+                cache.clear()
+            cache[key] = resolve_names(hooks, self.hook_names, self.name)
+        return cache[key]
+
+    def reset_hooks(self) -> int:
+        """Remove the reading hooks probe keeps on ``hf`` between runs of the same hook set.
+
+        They do nothing outside ``run`` (each returns at once) and save re-registering every hook on each
+        call; remove them before handing ``hf`` to code that must see a module without hooks. Returns how
+        many were removed. The next ``run`` registers what it needs again.
+        """
+        from probe.core.forward import release
+
+        return release(self.adapter)
 
     # -- running -----------------------------------------------------------------------------
     def run(
@@ -284,43 +310,18 @@ class Model:
         batch_size = check.integer(batch_size, "batch_size", minimum=1)
         truncate, grad = check.boolean(truncate, "truncate"), check.boolean(grad, "grad")
         single = isinstance(inputs, str)
-        if single:
-            inputs = [inputs]
         if isinstance(inputs, torch.Tensor):
-            ids = inputs[None] if inputs.dim() == 1 else inputs
-            if ids.dtype not in (torch.int64, torch.int32) or ids.dim() != 2:
-                raise InputError("token ids must be an integer tensor [batch, pos]")
-            if ids.numel() and (ids.min() < 0 or ids.max() >= self.vocab_size):
-                raise InputError(f"token ids must lie in [0, {self.vocab_size}) for {self.name}")
-            if ids.shape[1] > self.n_ctx:
-                raise InputError(f"{ids.shape[1]} positions exceed {self.name}'s context of {self.n_ctx}")
-            ids = ids.long()
+            ids = check.token_ids(inputs, self.vocab_size, self.n_ctx, self.name)
             mask = torch.ones_like(ids)
         else:
-            ids, mask = self.encode(list(inputs), truncate=truncate, prepend_bos=prepend_bos)
-        names = self.default_hooks if hooks is None else resolve_names(hooks, self.hook_names, self.name)
+            ids, mask = self.encode([inputs] if single else list(inputs), truncate=truncate, prepend_bos=prepend_bos)
+        names = self.default_hooks if hooks is None else self._resolve(hooks)
         if not names:
             raise InputError("hooks=[] captures nothing; pass hook names or patterns, or None for the default set")
-        offload = _offload_device(offload)
+        offload = check.offload(offload)
+        patch = resolve_patch(self, patch) if patch else None
         ids, mask = ids.to(self.device), mask.to(self.device)
-        if patch:
-            from probe.core.patch import resolve_patch
-
-            patch = resolve_patch(self, patch)
-        chunks = [
-            forward_capture(
-                self.adapter,
-                ids[s : s + batch_size],
-                mask[s : s + batch_size],
-                names,
-                grad=grad,
-                patch=_chunk(patch, s, batch_size, len(ids)) if patch else None,
-                context=_context(ids, mask, s, batch_size) if patch else None,
-                offload=offload,
-            )
-            for s in range(0, len(ids), batch_size)
-        ]
-        store = chunks[0] if len(chunks) == 1 else {n: torch.cat([c[n] for c in chunks]) for n in chunks[0]}
+        store = capture_batches(self.adapter, ids, mask, names, batch_size, grad=grad, patch=patch, offload=offload)
         bos = None if isinstance(inputs, torch.Tensor) else self.reads_bos(prepend_bos)
         return Run(self, ids, mask, store, single=single, prepend_bos=bos)
 
@@ -365,39 +366,6 @@ class Model:
             patch=patch,
             prepend_bos=prepend_bos,
         )
-
-
-def _chunk(patch: dict, start: int, size: int, total: int) -> dict:
-    """The part of each per-text patch tensor ([batch, ...] with batch = all texts) for one chunk."""
-    from probe.core.names import dims_of
-
-    if total <= size:
-        return patch
-    return {
-        n: v[start : start + size]
-        if isinstance(v, torch.Tensor) and v.dim() == 1 + len(dims_of(n)) and len(v) == total
-        else v
-        for n, v in patch.items()
-    }
-
-
-def _context(ids: torch.Tensor, mask: torch.Tensor, start: int, size: int):
-    from probe.core.capture import PatchContext
-
-    return PatchContext(
-        name="", layer=None, ids=ids[start : start + size], mask=mask[start : start + size], offset=start
-    )
-
-
-def _offload_device(offload) -> torch.device | None:
-    if offload is None:
-        return None
-    try:
-        return torch.device(offload)
-    except (RuntimeError, TypeError):
-        raise InputError(
-            f"offload={offload!r} is not a device; use offload='cpu' (or None to keep tensors in place)"
-        ) from None
 
 
 @contextlib.contextmanager
@@ -460,16 +428,6 @@ def _show_bytes(tokenizer, ids: list[int], strs: list[str]) -> list[str]:
                 text = bytes(inverse[c] for c in piece).decode("utf-8", errors="probe_hex")
         out.append(text)
     return out
-
-
-def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return ids, mask
 
 
 def load(

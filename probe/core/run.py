@@ -12,6 +12,7 @@ import torch
 
 from probe import _validate as check
 from probe.core.names import LOGITS, dims_of
+from probe.core.tokens import mask_slot, position_in
 from probe.errors import HookNameError, InputError
 
 if TYPE_CHECKING:
@@ -105,9 +106,7 @@ class Run:
         [batch, pos, d_model]. A block's input equals the previous block's output, so either hook serves.
         """
         n = self.model.n_layers
-        layer = check.integer(layer, "layer")
-        if not 0 <= layer <= n:
-            raise InputError(f"layer {layer} is out of range; {self.model.name} has layers 0..{n}")
+        layer = check.index(layer, "layer", n + 1, what=f"{self.model.name}'s residual stream has layers")
         options = [f"blocks.{layer}.hook_resid_pre"] if layer < n else []
         options += [f"blocks.{layer - 1}.hook_resid_post"] if layer > 0 else []
         for name in options:
@@ -130,41 +129,17 @@ class Run:
         return torch.stack([self[f"blocks.{i}.attn.hook_pattern"] for i in range(self.model.n_layers)])
 
     # -- positions ---------------------------------------------------------------------------
-    def _check_index(self, index: int) -> None:
-        index = check.integer(index, "index")
-        if not -len(self) <= index < len(self):
-            raise InputError(f"index {index} is out of range for a run of {len(self)} text(s)")
+    def _check_index(self, index: int) -> int:
+        return check.index(index, "index", len(self), what=f"a run of {len(self)} text(s) has texts")
 
     def position_of(self, position: int | None, index: int = 0) -> int:
         """Resolve a (possibly negative or default) position within text ``index``'s real tokens."""
-        self._check_index(index)
-        position = check.optional_integer(position, "position")
-        length = self.lengths[index]
-        if position is None:
-            if self.model.kind == "masked":
-                return self.mask_position(index)
-            return length - 1
-        if not -length <= position < length:
-            raise InputError(f"position {position} is out of range; text {index} has {length} tokens (0..{length - 1})")
-        return position % length
+        index = self._check_index(index)
+        return position_in(self.model, self.ids[index, : self.lengths[index]], position, index)
 
     def mask_position(self, index: int = 0) -> int:
-        mask_id = self.model.tokenizer.mask_token_id
-        row = self.ids[index, : self.lengths[index]]
-        hits = (row == mask_id).nonzero().flatten().tolist() if mask_id is not None else []
-        if len(hits) > 1:
-            mask = self.model.tokenizer.mask_token
-            raise InputError(
-                f"the text has {len(hits)} {mask} tokens (positions {', '.join(map(str, hits))}); pass position= "
-                f"to pick one, e.g. position={hits[0]}"
-            )
-        if not hits:
-            mask = self.model.tokenizer.mask_token or "[MASK]"
-            raise InputError(
-                f"{self.model.name} is a masked LM and the text has no {mask} token; put {mask} where it "
-                f"should fill in, e.g. 'The robot must {mask} hurt the human.', or pass position="
-            )
-        return hits[0]
+        index = self._check_index(index)
+        return mask_slot(self.model, self.ids[index, : self.lengths[index]])
 
     # -- analyses ----------------------------------------------------------------------------
     def logits_at(self, position: int | None = None, index: int = 0) -> torch.Tensor:

@@ -1,17 +1,58 @@
-"""Ranking over a vocabulary: which token ids never count as a prediction, and the top-k frame that
-``Run.predictions``, generation and the lens share."""
+"""Token rows and ranking over a vocabulary: padding a batch, which token ids never count as a
+prediction, and the top-k frame that ``Run.predictions``, generation and the lens share."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from probe import _validate as check
+from probe.errors import InputError
 
 if TYPE_CHECKING:
     import pandas as pd
     import torch
 
     from probe.core.model import Model
+
+
+def pad(rows: list[list[int]], pad_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows -> (ids [batch, pos], mask [batch, pos]), right-padded with ``pad_id`` (0 if None)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id or 0, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def mask_slot(model: Model, row: torch.Tensor) -> int:
+    """Where a masked model fills in: the one mask token of ``row`` (a text's real token ids)."""
+    tok = model.tokenizer
+    hits = (row == tok.mask_token_id).nonzero().flatten().tolist() if tok.mask_token_id is not None else []
+    if len(hits) > 1:
+        raise InputError(
+            f"the text has {len(hits)} {tok.mask_token} tokens (positions {', '.join(map(str, hits))}); pass position= "
+            f"to pick one, e.g. position={hits[0]}"
+        )
+    if not hits:
+        mask = tok.mask_token or "[MASK]"
+        raise InputError(
+            f"{model.name} is a masked LM and the text has no {mask} token; put {mask} where it "
+            f"should fill in, e.g. 'The robot must {mask} hurt the human.', or pass position="
+        )
+    return hits[0]
+
+
+def position_in(model: Model, row: torch.Tensor, position: int | None, text: int = 0) -> int:
+    """A position within one text's real token ids ``row`` (0..len-1): negative counts from the end;
+    None is where the model predicts (a masked model's mask token, a causal model's last token)."""
+    position = check.optional_integer(position, "position")
+    if position is None:
+        return mask_slot(model, row) if model.kind == "masked" else len(row) - 1
+    return check.index(position, "position", len(row), what=f"text {text} has {len(row)} tokens,")
 
 
 def skipped_ids(model: Model) -> list[int]:
