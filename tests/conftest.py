@@ -14,6 +14,12 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # read once when ray is first imported, so it is set before any test module imports it
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
+import json  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -199,3 +205,68 @@ def minilm_mlm():
 @pytest.fixture(scope="session")
 def tiny_llama(tiny_llama_path):
     return probe.load(tiny_llama_path)
+
+
+# -- shared helpers (imported by test modules: ``from conftest import ...``) ---------------------------
+def sentence(model):
+    """The headline sentence as a model reads it: with [MASK] for a masked model, cut before it for a causal one."""
+    return "The robot must [MASK] hurt the human." if model.kind == "masked" else "The robot must not hurt the"
+
+
+@pytest.fixture(scope="session")
+def runner():
+    from typer.testing import CliRunner
+
+    return CliRunner()
+
+
+def one_line_error(result, *needles: str) -> None:
+    """A CLI result that failed as probe promises: exit code 2, one line on stderr, no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ")
+    assert "Traceback" not in result.output and "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+
+
+EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)  # a fetch off the page
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def split_plotly(doc: str) -> tuple[str, str]:
+    """(the inlined plotly.js, the document without it)."""
+    js = plotly_js()
+    assert doc.count(js) == 1
+    return js, doc.replace(js, "")
+
+
+def figure_specs(doc: str) -> list[dict]:
+    specs = re.findall(
+        r'<script type="application/json" class="probe-figure" data-target="[^"]+">(.*?)</script>', doc, re.S
+    )
+    return [json.loads(s) for s in specs]
+
+
+def chromium_dom(path: Path, tmp_path: Path) -> tuple[str, str]:
+    """Open ``path`` offline in headless Chromium; return (DOM after scripts ran, console log)."""
+    profile = tmp_path / f"profile-{path.stem}"
+    args = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: no name resolves
+        "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000", "--dump-dom", path.as_uri(),
+    ]  # fmt: skip
+    out = subprocess.run(args, capture_output=True, timeout=600, env={**os.environ, "HOME": str(tmp_path)})
+    return out.stdout.decode("utf-8", "replace"), out.stderr.decode("utf-8", "replace")
+
+
+def console_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if ":CONSOLE" in line]

@@ -4,14 +4,12 @@ person sees it in headless Chromium (every figure drawn, no JavaScript error, no
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import CHROMIUM, EXTERNAL, chromium_dom, console_lines, figure_specs, plotly_js, split_plotly
 
 import probe
 from probe.errors import InputError
@@ -21,28 +19,7 @@ from probe.pages import page, report
 TEXT = "The robot must [MASK] hurt the human."
 HOSTILE = "<img src=x onerror=alert(1)>"
 HOSTILE_TEXT = f"The robot must [MASK] hurt the {HOSTILE} human </script><b>x"
-EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
 FIGURES_PER_MODEL = 9  # tokens, predictions, lens, lens target, grid, heads, entropy, norms, neurons
-
-
-def plotly_js() -> str:
-    from plotly.offline import get_plotlyjs
-
-    return get_plotlyjs()
-
-
-def split_plotly(doc: str) -> tuple[str, str]:
-    """(the inlined plotly.js, the document without it)."""
-    js = plotly_js()
-    assert doc.count(js) == 1
-    return js, doc.replace(js, "")
-
-
-def figure_specs(doc: str) -> list[dict]:
-    specs = re.findall(
-        r'<script type="application/json" class="probe-figure" data-target="[^"]+">(.*?)</script>', doc, re.S
-    )
-    return [json.loads(s) for s in specs]
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +120,6 @@ def test_page_writes_figures_and_frames(tiny_gpt, tmp_path):
 
 
 # -- in a browser -------------------------------------------------------------------------------
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CLICK_SELECTORS = """<script>
 setTimeout(function () {
   var out = [];
@@ -160,23 +136,6 @@ setTimeout(function () {
    .catch(function (e) { window.dispatchEvent(new ErrorEvent('error', {message: 'clicking: ' + e})); });
 }, 200);
 </script></body>"""
-
-
-def chromium_dom(path: Path, tmp_path: Path) -> tuple[str, str]:
-    """Open ``path`` offline in headless Chromium; return (DOM after scripts ran, console log)."""
-    profile = tmp_path / f"profile-{path.stem}"
-    args = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: no name resolves
-        "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000", "--dump-dom", path.as_uri(),
-    ]  # fmt: skip
-    out = subprocess.run(args, capture_output=True, timeout=600, env={**os.environ, "HOME": str(tmp_path)})
-    return out.stdout.decode("utf-8", "replace"), out.stderr.decode("utf-8", "replace")
-
-
-def console_lines(log: str) -> list[str]:
-    return [line for line in log.splitlines() if ":CONSOLE" in line]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from conftest import CHROMIUM, EXTERNAL, chromium_dom, console_lines, figure_specs, one_line_error, split_plotly
 
 from probe.cli import app
 from probe.errors import InputError
@@ -18,19 +18,6 @@ from probe.pages import report
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = "The robot must [MASK] hurt the human."
 HOSTILE = "<img src=x onerror=alert(1)>"
-
-
-@pytest.fixture(scope="module")
-def runner():
-    return CliRunner()
-
-
-def one_line_error(result, *needles):
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    err = result.stderr.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in result.output
-    for needle in needles:
-        assert needle in err, err
 
 
 def test_cli_attribute_csv_and_json(runner, tiny_gpt_path):
@@ -89,7 +76,6 @@ def why_report(tiny_gpt, tiny_bert, tmp_path_factory):
 
 
 def test_report_why_sections(why_report):
-    from test_report import EXTERNAL, figure_specs, split_plotly
 
     doc = why_report.read_text(encoding="utf-8")
     _, rest = split_plotly(doc)
@@ -103,7 +89,6 @@ def test_report_why_sections(why_report):
 
 
 def test_report_why_sections_in_chromium(why_report, tmp_path):
-    from test_report import CHROMIUM, chromium_dom, console_lines, figure_specs
 
     if CHROMIUM is None:
         pytest.skip("chromium is not installed")

@@ -1,19 +1,16 @@
-"""The core API's behaviour: shapes, batching and padding, lens, frames, files, and every bad input."""
+"""Model.run and Run: shapes, batching and padding, lens, frames, files, and every bad input."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 import torch
+from conftest import sentence
 
 import probe
-from probe.errors import HookNameError, InputError, LoadError, NoHeadError, ProbeError
+from probe.errors import InputError, LoadError, NoHeadError, ProbeError
 
 TOL = dict(atol=1e-5, rtol=1e-4)
-
-
-def sentence(model):
-    return "The robot must [MASK] hurt the human." if model.kind == "masked" else "The robot must not hurt the"
 
 
 def test_model_attributes(tiny_gpt, tiny_bert):
@@ -36,11 +33,6 @@ def test_shapes(tiny):
     assert run["logits"].shape == (b, p, tiny.vocab_size)
     assert run.attention().shape == (tiny.n_layers, b, h, p, p)
     assert len(run.tokens) == p and isinstance(run.tokens[0], str)
-
-
-def test_glob_patterns_select_in_forward_order(tiny):
-    run = tiny.run(sentence(tiny), hooks=["blocks.*.hook_resid_post"])
-    assert run.keys() == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
 
 
 def test_batch_equals_single_and_padding_never_leaks(tiny):
@@ -142,21 +134,6 @@ def test_generate_greedy_follows_argmax(tiny_gpt):
 
 
 # -- bad input: one clear ProbeError each ------------------------------------------------------
-def test_unknown_hook_suggests_closest(tiny_gpt):
-    with pytest.raises(HookNameError, match=r"did you mean 'blocks\.1\.hook_resid_(post|pre)'"):
-        tiny_gpt.run("hi", hooks=["blocks.1.hook_resid"])
-    with pytest.raises(HookNameError, match="is not a hook point"):
-        tiny_gpt.run("hi", hooks=["blocks.*.nothing"])
-
-
-def test_uncaptured_hook_says_how(tiny_gpt):
-    run = tiny_gpt.run("hi there", hooks=["logits"])
-    with pytest.raises(HookNameError, match="was not captured"):
-        run["blocks.0.hook_resid_post"]
-    with pytest.raises(HookNameError, match="not the pattern"):
-        run["blocks.*.hook_resid_post"]
-    with pytest.raises(HookNameError, match="did you mean"):
-        run["blocks.0.hook_resid_pots"]
 
 
 def test_masked_without_mask_token(tiny_bert):
@@ -183,11 +160,6 @@ def test_too_long_text(tiny_gpt):
 def test_bad_inputs(tiny_gpt, bad):
     with pytest.raises(InputError):
         tiny_gpt.run(bad)
-
-
-def test_empty_hook_list(tiny_gpt):
-    with pytest.raises(InputError, match="captures nothing"):
-        tiny_gpt.run("The robot", hooks=[])
 
 
 def test_bad_position_and_target(tiny_gpt):
@@ -231,54 +203,6 @@ def test_errors_are_one_line(tiny_gpt):
         with pytest.raises(ProbeError) as info:
             call()
         assert "\n" not in str(info.value)
-
-
-def test_hooks_left_between_runs_are_inert_and_reset_removes_them(tiny_gpt):
-    """Between runs the model keeps only the last hook set's reading hooks (none of a patch), which change
-    nothing the model computes; ``reset_hooks`` removes every one, even after a forward that raised."""
-    from probe.core.capture import _ReadOut
-
-    def hooks():
-        return [h for m in tiny_gpt.hf.modules() for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())]
-
-    ids = tiny_gpt.encode(["The robot must"])[0]
-    with torch.inference_mode():
-        before = tiny_gpt.hf(ids).logits
-    tiny_gpt.run("The robot", hooks=["blocks.0.hook_resid_post"])  # stops after block 0
-    tiny_gpt.run("The robot", hooks=tiny_gpt.hook_names)
-    with pytest.raises(RuntimeError, match="inside"):
-        tiny_gpt.run("The robot", hooks=tiny_gpt.hook_names, patch={"blocks.0.hook_resid_post": _boom})
-    left = hooks()
-    assert left and all(isinstance(h, _ReadOut) for h in left)  # readers only: the patch's writer is gone
-    with torch.inference_mode():
-        torch.testing.assert_close(tiny_gpt.hf(ids).logits, before, rtol=0, atol=0)
-    assert tiny_gpt.reset_hooks() == len(left)
-    assert hooks() == []
-    assert tiny_gpt.hf.config._attn_implementation == "sdpa"
-    again = tiny_gpt.run("The robot", hooks=["blocks.0.hook_resid_post"])  # registers what it needs again
-    assert again["blocks.0.hook_resid_post"].shape[:2] == (1, len(again.token_strs()))
-
-
-def _boom(value, ctx):
-    raise RuntimeError("inside")
-
-
-def test_a_repeated_hook_set_reuses_its_hooks_and_a_new_set_replaces_them(tiny_gpt):
-    """The cache: the same hook set registers nothing new; another set detaches the old hooks first."""
-
-    def count():
-        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in tiny_gpt.hf.modules())
-
-    tiny_gpt.reset_hooks()
-    first = tiny_gpt.run("The robot", hooks=["blocks.*.hook_resid_post"])
-    n = count()
-    assert n == tiny_gpt.n_layers  # one hook per block output
-    second = tiny_gpt.run("The robot", hooks=["blocks.*.hook_resid_post"])
-    assert count() == n
-    torch.testing.assert_close(first["blocks.1.hook_resid_post"], second["blocks.1.hook_resid_post"])
-    tiny_gpt.run("The robot", hooks=["blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.0.attn.hook_v"])
-    assert count() == 1  # q, k and v come out of one fused projection: one hook
-    tiny_gpt.reset_hooks()
 
 
 def test_a_causal_model_refuses_a_literal_mask_and_points_to_compare(tiny_gpt_path):

@@ -1,4 +1,4 @@
-"""What a careless new user hits (issue #11): each wrong type, range or order is one ProbeError naming the
+"""Argument checks at the public boundary (probe._validate) and behaviour at the edges: each wrong type, range or order is one ProbeError naming the
 argument; behaviours at the edges (context limit, two [MASK]s, long texts, byte pieces, special tokens)."""
 
 from __future__ import annotations
