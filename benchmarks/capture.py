@@ -33,16 +33,20 @@ import time
 import torch
 
 
-def timed(fn, reps: int, sync, clock=time.perf_counter) -> float:
-    fn()  # warm-up (allocator, kernels, hooks)
-    times = []
+def interleaved(cases: dict, reps: int, sync, clock=time.perf_counter) -> dict[str, float]:
+    """Median seconds per case, the cases taking turns rep by rep: on a shared machine a slow spell then
+    lands on every case alike instead of on whichever ran during it."""
+    for fn in cases.values():
+        fn()  # warm-up (allocator, kernels, hooks)
+    times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(reps):
-        sync()
-        t0 = clock()
-        fn()
-        sync()
-        times.append(clock() - t0)
-    return statistics.median(times)
+        for name, fn in cases.items():
+            sync()
+            t0 = clock()
+            fn()
+            sync()
+            times[name].append(clock() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -132,7 +136,7 @@ def main() -> None:
         cases.update(_nnsight_cases(hf.transformer, ids, mask, cfg.n_layer))
 
     timer = time.perf_counter if clock == "wall" else time.process_time
-    results = {name: timed(fn, args.reps, sync, timer) for name, fn in cases.items()}
+    results = interleaved(cases, args.reps, sync, timer)
     full_tl = results.get("TL bridge full cache")
     base = results["body (bare transformer)"]
     tl = results.get("TL bridge run_with_cache")
