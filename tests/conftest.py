@@ -236,9 +236,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def plotly_js() -> str:
-    from plotly.offline import get_plotlyjs
+    """The plotly.js a report of bar, heatmap and scatter figures inlines (the cartesian bundle)."""
+    from probe.pages.html import plotly_bundle
 
-    return get_plotlyjs()
+    return plotly_bundle({"bar", "heatmap", "scatter"})[1]
 
 
 def split_plotly(doc: str) -> tuple[str, str]:

@@ -143,3 +143,17 @@ def test_steering_smollm2_as_readme_says_keeps_sensible_text(smollm2):
     info = steps.attrs["steer"]
     assert info["vector_norm"] == pytest.approx(0.5 * info["residual_norm"], rel=1e-3)
     assert info["residual_norm"] < 1000  # the sink's ~23k norm is not in the mean
+
+
+def test_a_thirty_token_report_on_the_real_pair_stays_under_4_mb(smollm2, minilm_mlm, tmp_path):
+    """The size that grows with the text (attention): ~30 tokens on both real models, 270 + 72 heads."""
+    from probe.pages import report
+    from probe.pages.build import grid_tokens
+
+    text = (
+        "Once upon a time in a small village near the sea, an old fisherman taught his grandson how the robot "
+        "must [MASK] hurt the human."
+    )
+    path = report(text, [smollm2, minilm_mlm], tmp_path / "long.html")
+    assert path.stat().st_size <= 4_000_000
+    assert grid_tokens(smollm2) < len(smollm2.tokenize(text.split(" [MASK]")[0])) < 40  # its grid is pooled

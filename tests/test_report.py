@@ -57,7 +57,49 @@ def test_report_is_self_contained_with_one_plotly(default_report):
 def test_report_size_budget(default_report):
     """Size only: how long a report takes is measured in benchmarks/real_models.py, not asserted here."""
     path, _ = default_report
-    assert path.stat().st_size <= 6_000_000
+    assert path.stat().st_size <= 2_500_000
+
+
+def test_report_inlines_plotly_s_cartesian_bundle_of_plotly_py_s_own_version(default_report):
+    """The small official bundle, the very plotly.js version plotly.py writes figures for, drawing every
+    trace type it claims to (the list probe checks pages against)."""
+    from plotly.offline import get_plotlyjs
+
+    from probe.pages.html import ASSETS, CARTESIAN, _version, plotly_bundle
+
+    asset = (ASSETS / "plotly-cartesian.min.js").read_text(encoding="utf-8")
+    assert _version(asset) == _version(get_plotlyjs()) is not None
+    assert set(re.findall(r'moduleType:"trace",name:"([a-z0-9]+)"', asset)) == CARTESIAN
+    name, js = plotly_bundle({"heatmap", "bar", "scatter"})
+    assert js == asset and name == f"plotly-cartesian-{_version(asset)}.min.js" and len(js) < len(get_plotlyjs()) / 3
+    doc = default_report[0].read_text(encoding="utf-8")
+    assert doc.count(asset) == 1
+
+
+def test_a_page_with_a_trace_outside_the_bundle_gets_the_full_plotly_js(tmp_path):
+    import plotly.graph_objects as go
+    from plotly.offline import get_plotlyjs
+
+    polar = go.Figure(go.Scatterpolar(r=[1, 2, 3], theta=[0, 90, 180]))
+    doc = page([("Polar", "a trace the cartesian bundle lacks", polar)], tmp_path / "p.html").read_text(
+        encoding="utf-8"
+    )
+    assert doc.count(get_plotlyjs()) == 1
+
+
+def test_another_plotly_js_version_falls_back_to_the_full_bundle(tmp_path, monkeypatch):
+    """A plotly.py that writes figures for another plotly.js gets its own full bundle, never a mismatched one."""
+    from plotly.offline import get_plotlyjs
+
+    from probe.pages import html
+
+    (tmp_path / "plotly-cartesian.min.js").write_text("/**\n* plotly.js (cartesian - minified) v0.0.1\n*/", "utf-8")
+    monkeypatch.setattr(html, "ASSETS", tmp_path)
+    html._cartesian_bundle.cache_clear()
+    try:
+        assert html.plotly_bundle({"heatmap"})[1] == get_plotlyjs()
+    finally:
+        html._cartesian_bundle.cache_clear()
 
 
 def test_hostile_text_tokens_folder_and_card_stay_text(hostile_report):
@@ -172,9 +214,9 @@ def _bundled_installed() -> bool:
 
 @pytest.mark.skipif(not _bundled_installed(), reason="the bundled tiny-gpt / tiny-bert are not installed yet")
 def test_default_report_on_bundled_models_meets_budgets(tmp_path):
-    """The talk's sentence on the bundled fallback pair, tiny-gpt and tiny-bert: <= 6 MB (time: see benchmarks/)."""
+    """The talk's sentence on the bundled fallback pair, tiny-gpt and tiny-bert: <= 2.5 MB (time: see benchmarks/)."""
     path = report(models=["tiny-gpt", "tiny-bert"], path=tmp_path / "report.html")
-    assert path.stat().st_size <= 6_000_000
+    assert path.stat().st_size <= 2_500_000
     doc = path.read_text(encoding="utf-8")
     assert len(figure_specs(doc)) == 2 + 2 * FIGURES_PER_MODEL and "tiny-gpt" in doc and "tiny-bert" in doc
 

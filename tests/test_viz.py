@@ -259,3 +259,25 @@ def test_residual_norms_clip_the_sink_so_the_rest_shows(tiny_gpt):
     assert z[:, 0].max() > heat.zmax and "sink position(s) above" in fig.layout.title.text
     plain = tiny_gpt.run("The robot must not hurt the human.").plot.residual_norms()
     assert plain.data[0].zmax is None or "clipped" in plain.layout.title.text
+
+
+def test_compact_lists_write_exact_zeros_and_ones_as_ints_and_keep_the_rest():
+    import json
+
+    from probe.viz._style import compact_list
+
+    z = np.array([[1.0, 0.0], [0.12345, 0.87655]], dtype=np.float32)
+    out = compact_list(z, 3)
+    assert json.dumps(out) == "[[1, 0], [0.123, 0.877]]"
+    np.testing.assert_allclose(np.array(out, dtype=float), z, atol=5e-4)
+
+
+def test_the_report_grid_pools_many_heads_more_and_never_below_8(tiny_gpt):
+    from types import SimpleNamespace
+
+    from probe.pages.build import grid_tokens
+
+    assert grid_tokens(tiny_gpt) == 40  # 8 panels: every token up to 40
+    assert grid_tokens(SimpleNamespace(n_layers=30, n_heads=9)) == 14  # SmolLM2's 270 panels
+    assert grid_tokens(SimpleNamespace(n_layers=6, n_heads=12), long_text=True) == 28
+    assert grid_tokens(SimpleNamespace(n_layers=80, n_heads=64)) == 8

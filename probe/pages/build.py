@@ -42,7 +42,8 @@ CAPTIONS = {
     "before the output already knew.",
     "attention_grid": "Every attention head at once: rows are layers, columns are heads. In each small square a row "
     "is a query token and its colours show where that token looks (columns = keys, left to right in text order). "
-    "Long texts are pooled into blocks.",
+    "Long texts, and models with many heads, are pooled into blocks of tokens (the one-head view below keeps "
+    "every token).",
     "attention_heads": "One head at a time, with token labels. Pick a layer in the menu (top left) and a head with "
     "the slider. Each row is a query token; the row's colours are its attention weights over the keys and sum to 1.",
     "attention_entropy": "How spread out each head's attention is, averaged over the tokens, in bits. 0 bits: every "
@@ -166,7 +167,9 @@ def model_section(model: Model, name: str, text: str, slot: Slot, k: int = 10, t
     long_text = run.lengths[0] > 64
     section.blocks.append(
         figure_block(
-            plots.attention_grid(max_tokens=32 if long_text else 40), "Attention: all heads", CAPTIONS["attention_grid"]
+            plots.attention_grid(max_tokens=grid_tokens(model, long_text)),
+            "Attention: all heads",
+            CAPTIONS["attention_grid"],
         )
     )
     section.blocks.append(
@@ -183,6 +186,17 @@ def model_section(model: Model, name: str, text: str, slot: Slot, k: int = 10, t
         figure_block(plots.neurons(k=neurons), "Top MLP neurons", CAPTIONS["neurons"].format(k=neurons))
     )
     return section
+
+
+GRID_CELLS = 60_000  # attention cells in the all-heads grid: each panel is a thumbnail a few pixels per token
+
+
+def grid_tokens(model: Model, long_text: bool = False) -> int:
+    """How many token blocks the all-heads grid pools each pattern into: 40 (32 for long texts), fewer
+    when there are many panels (SmolLM2's 270 heads: 14), never under 8. The one-head view keeps
+    every token."""
+    fit = int((GRID_CELLS / (model.n_layers * model.n_heads)) ** 0.5)
+    return max(8, min(32 if long_text else 40, fit))
 
 
 def _pct(p: float) -> str:
@@ -340,6 +354,6 @@ def report(
     subtitle = "How each model reads the sentence below: what it predicts, where it looks, and when it decides."
     if notice:  # the real models are not installed: say which ones were used instead, and how to get them
         subtitle += f" Note: {notice}."
-    src = plotly_source(path, plotly_js)
+    src = plotly_source(path, plotly_js, sections)
     page_html = render(sections, title=title, subtitle=subtitle, text=text, plotly_src=src, answer=answer)
     return write_atomic(path, page_html)

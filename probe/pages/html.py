@@ -7,13 +7,16 @@ Safety rules, all tested in ``tests/test_report.py``:
 - figure labels were already escaped for plotly's own HTML-like renderer (``probe.viz._style``);
 - the file is written to a temporary name and renamed, so an existing report is never half-written.
 
-``plotly_js="beside"`` (for galleries of many pages) writes plotly.js once as a file next to the pages and
-references it by its relative name instead of inlining ~4.5 MB into every page; the default, "inline",
+plotly.js is plotly's official cartesian bundle (1.5 MB, ``assets/``) when it is the version plotly.py
+writes figures for and draws every trace on the page, else plotly.py's full bundle (4.8 MB).
+``plotly_js="beside"`` (for galleries of many pages) writes it once as a file next to the pages and
+references it by its relative name instead of inlining it into every page; the default, "inline",
 keeps a single report one self-contained file.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -43,6 +46,7 @@ class Block:
     columns: list[str] = field(default_factory=list)
     rows: list[list[dict]] = field(default_factory=list)
     text: str = ""
+    traces: frozenset[str] = frozenset()  # a figure's trace types, for choosing the plotly.js bundle
 
 
 @dataclass
@@ -65,7 +69,8 @@ def figure_json(fig: go.Figure) -> str:
 
 
 def figure_block(fig: go.Figure, title: str = "", caption: str = "") -> Block:
-    return Block("figure", title=title, caption=caption, json=figure_json(fig))
+    traces = frozenset(t.type or "scatter" for t in fig.data)
+    return Block("figure", title=title, caption=caption, json=figure_json(fig), traces=traces)
 
 
 def _cell(value: Any) -> dict:
@@ -97,15 +102,58 @@ def note_block(text: str) -> Block:
 PLOTLY_JS_MODES = ("inline", "beside")
 
 
-def plotly_js_file(folder: Path) -> str:
-    """Write plotly.js into ``folder`` (once per plotly version; kept when already there) and return its
-    file name, which pages in that folder reference with ``<script src=...>``."""
+# the trace types plotly.js's cartesian bundle registers (checked against the file in the tests)
+CARTESIAN = frozenset(
+    {"bar", "box", "contour", "heatmap", "histogram", "histogram2d", "histogram2dcontour", "image", "pie", "scatter",
+     "scatterternary", "violin"}
+)  # fmt: skip
+ASSETS = Path(__file__).with_name("assets")
+
+
+def _version(js: str) -> str | None:
+    """The plotly.js version in a bundle's opening comment ("plotly.js (cartesian - minified) v4.1.1")."""
+    found = re.search(r"plotly\.js(?: \([^)]*\))? v(\d+\.\d+\.\d+)", js[:1000])
+    return found.group(1) if found else None
+
+
+@functools.cache
+def _full_bundle() -> tuple[str, str]:
     import plotly
     from plotly.offline import get_plotlyjs
 
-    name = f"plotly-{plotly.__version__}.min.js"
+    return f"plotly-{plotly.__version__}.min.js", get_plotlyjs()
+
+
+@functools.cache
+def _cartesian_bundle() -> tuple[str, str] | None:
+    path = ASSETS / "plotly-cartesian.min.js"
+    if not path.is_file():
+        return None
+    js = path.read_text(encoding="utf-8")
+    version = _version(js)
+    if version is None or version != _version(_full_bundle()[1]):  # figures are written for plotly.py's own plotly.js
+        return None
+    return f"plotly-cartesian-{version}.min.js", js
+
+
+def plotly_bundle(traces: set[str] | frozenset[str] = frozenset()) -> tuple[str, str]:
+    """(file name, source) of the plotly.js a page with these trace types needs: the cartesian bundle
+    when it is plotly.py's own plotly.js version and draws them all, else plotly.py's full bundle."""
+    small = _cartesian_bundle()
+    if small is not None and set(traces) <= CARTESIAN:
+        return small
+    return _full_bundle()
+
+
+def page_traces(sections: list[Section]) -> set[str]:
+    return {t for s in sections for b in s.blocks if b.kind == "figure" for t in b.traces}
+
+
+def plotly_js_file(folder: Path, traces: set[str] | frozenset[str] = frozenset()) -> str:
+    """Write the page's plotly.js bundle into ``folder`` (once per version; kept when already there) and
+    return its file name, which pages in that folder reference with ``<script src=...>``."""
+    name, js = plotly_bundle(traces)
     target = folder / name
-    js = get_plotlyjs()
     if not target.exists() or target.stat().st_size != len(js.encode("utf-8")):
         write_atomic(target, js)
     return name
@@ -119,10 +167,10 @@ def check_plotly_js(plotly_js: str) -> str:
     return plotly_js
 
 
-def plotly_source(path: Path, plotly_js: str) -> str | None:
+def plotly_source(path: Path, plotly_js: str, sections: list[Section] = ()) -> str | None:
     """``plotly_js`` mode -> the src of a shared file next to ``path`` ("beside"), or None (inline)."""
     check_plotly_js(plotly_js)
-    return plotly_js_file(path.parent) if plotly_js == "beside" else None
+    return plotly_js_file(path.parent, page_traces(sections)) if plotly_js == "beside" else None
 
 
 def render(
@@ -136,7 +184,6 @@ def render(
     """The whole page as a string: one inlined plotly.js (or a ``<script src=plotly_src>``), every figure
     as escaped JSON."""
     import jinja2
-    from plotly.offline import get_plotlyjs
 
     from probe import __version__
 
@@ -147,7 +194,7 @@ def render(
             if block.kind == "figure":
                 count += 1
                 block.id = f"figure-{count}"
-    plotly_js = "" if plotly_src else get_plotlyjs()
+    plotly_js = "" if plotly_src else plotly_bundle(page_traces(sections))[1]
     if re.search(r"</script", plotly_js, re.IGNORECASE):  # never true for plotly.min.js; be sure anyway
         plotly_js = re.sub(r"</(script)", r"<\\/\1", plotly_js, flags=re.IGNORECASE)
     env = jinja2.Environment(
@@ -235,5 +282,5 @@ def page(
             loose.blocks.append(figure_block(obj, heading, caption))
     if loose.blocks:
         sections.insert(0, loose)
-    src = plotly_source(path, plotly_js)
+    src = plotly_source(path, plotly_js, sections)
     return write_atomic(path, render(sections, title=title, subtitle=subtitle, text=text, plotly_src=src))

@@ -142,6 +142,19 @@ def rounded(array: np.ndarray, digits: int = 4) -> np.ndarray:
     return np.round(np.asarray(array, dtype=np.float32), digits)
 
 
+def compact_list(array: np.ndarray, digits: int = 3) -> list:
+    """``array`` rounded to ``digits`` decimals as nested lists for JSON, exact 0 and 1 written as ints
+    ("0" not "0.0": half of a causal model's attention pattern is masked-out zeros)."""
+
+    def small(v: float):
+        return int(v) if v in (0.0, 1.0) else v
+
+    out = np.round(np.asarray(array, dtype=np.float64), digits).tolist()
+    if isinstance(out, list) and out and isinstance(out[0], list):
+        return [[small(v) for v in row] for row in out]
+    return [small(v) for v in out] if isinstance(out, list) else small(out)
+
+
 def layer_names(n_layers: int) -> list[str]:
     """Residual-stream labels, index 0..n_layers: the embeddings, then the output of each block."""
     return ["embeddings"] + [f"after block {i}" for i in range(n_layers)]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from probe.errors import InputError
-from probe.viz._style import SEQUENTIAL, cell_size, esc, figure, label, pool, rounded, template, tick_font
+from probe.viz._style import SEQUENTIAL, cell_size, compact_list, esc, figure, label, pool, rounded, template, tick_font
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -220,7 +220,7 @@ def attention_heads(run: Run, index: int = 0, max_tokens: int = 128) -> go.Figur
 
     def show(layer: int, head: int) -> dict:
         return {
-            "z": [np.round(pooled[layer, head].astype(np.float64), 3).tolist()],
+            "z": [compact_list(pooled[layer, head], 3)],
             "hovertemplate": [hover(layer, head)],
         }
 
