@@ -294,3 +294,29 @@ def test_text_faults_are_said_before_any_model_loads(monkeypatch, tmp_path):
             probe.report(text, None, tmp_path / "r.html")  # the default pair has a masked model
     with pytest.raises(AssertionError, match="loaded models"):  # next-word only: no [MASK] needed
         probe.compare("No mask here.", ["tiny-gpt"])
+
+
+def test_layer_chart_of_models_of_different_depth_is_by_share_of_depth():
+    """A 6-layer and a 30-layer model end at the same x (their last block); equal depths keep layer numbers."""
+    import pandas as pd
+
+    from probe.viz.compare import compare_layers
+
+    def records(model: str, n_layers: int) -> list[dict]:
+        return [
+            {"model": model, "word": "not", "n_layers": n_layers, "layer": la, "target_rank": n_layers - la + 1,
+             "target_prob": 0.1}
+            for la in range(n_layers + 1)
+        ]  # fmt: skip
+
+    mixed = pd.DataFrame()
+    mixed.attrs["layers"] = records("deep", 30) + records("shallow", 6)
+    fig = compare_layers(mixed)
+    deep, shallow = fig.data
+    assert deep.x[0] == shallow.x[0] == 0 and deep.x[-1] == shallow.x[-1] == 1 and len(deep.x) == 31
+    assert shallow.x[3] == 0.5 and "after block 2" in shallow.customdata[3]
+    assert list(fig.layout.xaxis.ticktext) == ["embeddings", "25%", "50%", "75%", "last block"]
+    same = pd.DataFrame()
+    same.attrs["layers"] = records("a", 30) + records("b", 30)
+    fig = compare_layers(same)
+    assert list(fig.data[0].x) == list(range(31)) and list(fig.layout.xaxis.tickvals) == [0, 5, 10, 15, 20, 25, 30]

@@ -196,6 +196,55 @@ def test_report_renders_in_chromium_with_working_selectors(default_report, tmp_p
     assert re.search(r'<div id="clicked">[^<]*layer 1 head 2\|false,true', dom), dom[-2000:]
 
 
+TITLE_CHECK = """<script>
+setTimeout(function () {
+  function box(e) { return e ? e.getBoundingClientRect() : null; }
+  function hit(a, b) { return a && b && a.width > 0 && b.width > 0 &&
+    !(a.right <= b.left || b.right <= a.left || a.bottom <= b.top || b.bottom <= a.top); }
+  var out = [];
+  document.querySelectorAll('.js-plotly-plot').forEach(function (gd) {
+    var t = gd.querySelector('.gtitle'), rt = box(t), g = box(gd), bad = [];
+    if (hit(box(gd.querySelector('.modebar')), rt)) bad.push('toolbar');
+    gd.querySelectorAll('.legend, .updatemenu-container, .slider-container').forEach(function (e) {
+      if (hit(box(e), rt)) bad.push(e.getAttribute('class')); });
+    if (rt && rt.right > g.right + 1) bad.push('cut');
+    if (bad.length) out.push((t ? t.textContent : '') + ': ' + bad.join(' '));
+  });
+  var d = document.createElement('div'); d.id = 'titles'; d.textContent = out.join(';') || 'ok';
+  document.body.appendChild(d);
+}, 300);
+</script></body>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_titles_are_whole_and_clear_of_the_toolbar_in_chromium(tiny_gpt, tiny_bert, tmp_path):
+    """A short text makes narrow figures, where long titles used to run under plotly's toolbar or off
+    the figure ("(integrated_g" was all that showed)."""
+    import copy
+
+    named = []
+    for model, name in ((tiny_gpt, "smollm2-135m-instruct"), (tiny_bert, "all-minilm-l6-v2-mlm")):
+        named.append(copy.copy(model))
+        named[-1].name = name  # real models' names are longer than the tiny ones'
+    path = report("The robot must [MASK] hurt", named, tmp_path / "short.html", sections=["attribution"])
+    checked = tmp_path / "checked.html"
+    checked.write_text(path.read_text(encoding="utf-8").replace("</body>", TITLE_CHECK), encoding="utf-8")
+    dom, _ = chromium_dom(checked, tmp_path)
+    assert '<div id="titles">ok</div>' in dom, re.search(r'<div id="titles">(.*?)</div>', dom, re.S)
+
+
+def test_long_titles_wrap_to_the_figure_and_grow_its_margin():
+    import plotly.graph_objects as go
+
+    from probe.viz._style import fit_title
+
+    long = "smollm2-135m: residual-stream norm (colours clipped at 859: 1 sink position(s) above)"
+    fig = fit_title(go.Figure(layout={"title": {"text": long}, "width": 420, "margin": {"t": 60}}))
+    lines = fig.layout.title.text.split("<br>")
+    assert len(lines) == 2 and " ".join(lines) == long and fig.layout.margin.t == 80
+    assert fit_title(go.Figure(layout={"title": {"text": "short"}, "width": 420})).layout.title.text == "short"
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_hostile_report_in_chromium_injects_nothing(hostile_report, tmp_path):
     dom, log = chromium_dom(hostile_report, tmp_path)

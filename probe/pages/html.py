@@ -69,6 +69,11 @@ def figure_json(fig: go.Figure) -> str:
 
 
 def figure_block(fig: go.Figure, title: str = "", caption: str = "") -> Block:
+    import plotly.graph_objects as go
+
+    from probe.viz._style import fit_title
+
+    fig = fit_title(go.Figure(fig))  # whole and below plotly's toolbar (on a copy: the caller's stays as it was)
     traces = frozenset(t.type or "scatter" for t in fig.data)
     return Block("figure", title=title, caption=caption, json=figure_json(fig), traces=traces)
 

@@ -127,6 +127,43 @@ def figure(**layout) -> go.Figure:
     return fig
 
 
+TITLE_CHAR = 8.3  # px: a character of the 15 px title font, on average
+
+
+def fit_title(fig: go.Figure, max_lines: int = 3) -> go.Figure:
+    """Keep a figure's title whole: wrapped at spaces to the figure's width (at most ``max_lines`` lines,
+    the rest cut with "…"), the top margin grown to hold the extra lines. Changes ``fig`` in place and
+    returns it. (A report gives plotly's toolbar a row of its own above each figure.)"""
+    import html as _html
+    import re
+
+    title = fig.layout.title.text
+    if not title:
+        return fig
+    width = fig.layout.width or 700
+    chars = max(20, int((width - 30) / TITLE_CHAR))
+
+    def shown(text: str) -> int:
+        return len(_html.unescape(re.sub(r"<[^>]+>", "", text)))
+
+    lines: list[str] = []
+    for part in re.split(r"<br\s*/?>", title):
+        line = ""
+        for word in part.split(" "):
+            if line and shown(f"{line} {word}") > chars:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}" if line else word
+        lines.append(line)
+    if len(lines) > max_lines:
+        lines = lines[: max_lines - 1] + [lines[max_lines - 1] + " …"]
+    if len(lines) > 1:
+        top = fig.layout.margin.t if fig.layout.margin.t is not None else 60
+        fig.update_layout(title_text="<br>".join(lines), margin_t=top + 20 * (len(lines) - 1))
+    return fig
+
+
 def cell_size(n: int, target: float = 700.0, lo: float = 9.0, hi: float = 36.0) -> float:
     """Pixels per cell for ``n`` cells: fill ``target`` px for short texts, never below ``lo`` (scroll)."""
     return float(min(hi, max(lo, target / max(n, 1))))

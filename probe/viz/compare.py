@@ -110,7 +110,10 @@ def compare_layers(frame: pd.DataFrame) -> go.Figure:
     """Logit-lens rank of each model's final top word at every layer: when does each model decide?
 
     Returns:
-        Figure with one line per model; x = layer (0 = embeddings), y = rank on a log scale, 1 on top.
+        Figure with one line per model; y = rank on a log scale, 1 on top. x = layer (0 = embeddings)
+        when the models are equally deep, else the share of each model's depth (0 = embeddings, 1 = its
+        last block), so a 6-layer and a 30-layer model are read against each other; the hover names the
+        layer.
 
     Example:
         >>> probe.compare(models=["tiny-gpt", "tiny-bert"]).plot_layers()
@@ -122,15 +125,18 @@ def compare_layers(frame: pd.DataFrame) -> go.Figure:
     if layers.empty:
         raise InputError("this frame has no layer records; make it with probe.compare(...)")
     fig = go.Figure()
+    by_depth = layers["n_layers"].nunique() > 1
     for i, (model, part) in enumerate(layers.groupby("model", sort=False)):
         word = part["word"].iloc[0]
-        names = ["embeddings"] + [f"after block {b}" for b in range(int(part["n_layers"].iloc[0]))]
+        n_layers = int(part["n_layers"].iloc[0])
+        names = ["embeddings"] + [f"after block {b}" for b in range(n_layers)]
+        x = [la / n_layers for la in part["layer"]] if by_depth else part["layer"].tolist()
         # rank labels on every point read well up to ~12 layers; deeper models (SmolLM2: 30) keep the
         # labels of the last few layers, where the decision happens, and the rest is in the hover
         label_from = max(0, len(part) - 6) if len(part) > 13 else 0
         fig.add_trace(
             go.Scatter(
-                x=part["layer"].tolist(),
+                x=x,
                 y=part["target_rank"].tolist(),
                 mode="lines+markers+text",
                 text=[str(r) if j >= label_from else "" for j, r in enumerate(part["target_rank"])],
@@ -145,16 +151,26 @@ def compare_layers(frame: pd.DataFrame) -> go.Figure:
             )
         )
     depth = int(layers["layer"].max())
+    if by_depth:
+        xaxis = {
+            "title": {"text": "depth: share of each model's blocks behind it (0 = embeddings, 1 = its last block)"},
+            "tickmode": "array",
+            "tickvals": [0, 0.25, 0.5, 0.75, 1],
+            "ticktext": ["embeddings", "25%", "50%", "75%", "last block"],
+        }
+    else:
+        step = 1 if depth <= 16 else 5 if depth <= 60 else 10  # a tick per layer would smear on deep models
+        xaxis = {
+            "title": {"text": "layer (0 = embeddings, then the output of each block)"},
+            "tickmode": "array",
+            "tickvals": list(range(0, depth + 1, step)) + ([depth] if depth % step else []),
+        }
     fig.update_layout(
         template=template(),
         title="Rank of each model's final top word, layer by layer",
         height=420,
         width=820,
-        xaxis={
-            "title": {"text": "layer (0 = embeddings, then the output of each block)"},
-            "tickmode": "array",
-            "tickvals": list(range(depth + 1)),
-        },
+        xaxis=xaxis,
         yaxis=rank_axis(int(layers["target_rank"].max())),
         legend={"orientation": "h", "y": -0.25},
     )

@@ -77,12 +77,13 @@ def tokens(run: Run, index: int = 0, per_row: int = 12) -> go.Figure:
         colorscale += [[k / len(KINDS), colour], [(k + 1) / len(KINDS), colour]]
     fig = figure(
         title=f"{esc(run.model.name)}: {n} tokens",
-        height=90 + 46 * rows,
+        height=120 + 46 * rows,
         width=max(420, 80 + 74 * per_row),
         xaxis={"visible": False, "range": [-0.5, per_row - 0.5]},
         yaxis={"visible": False, "autorange": "reversed"},
-        margin={"l": 10, "r": 10, "t": 60, "b": 10},
-        legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
+        margin={"l": 10, "r": 10, "t": 60, "b": 40},
+        # below the tokens: at the top right it runs into the title of a short text's narrow figure
+        legend={"orientation": "h", "y": 0, "x": 0, "xanchor": "left", "yanchor": "top"},
     )
     fig.add_trace(
         go.Heatmap(
