@@ -284,3 +284,27 @@ def test_report_opens_with_what_the_models_say(tiny_gpt, tiny_bert, tmp_path):
     assert f"fills the blank with '{top['masked'].word}'" in answer
     assert str(escape(answer)) in page  # as the template escapes it
     assert page.index('id="answer"') < page.index("<section")  # it opens the page
+
+
+def test_long_tables_fold_instead_of_scrolling_inside_themselves(tmp_path):
+    frame = pd.DataFrame({"field": [f"f{i}" for i in range(40)], "value": range(40)})
+    doc = page([("Card", "forty rows", frame)], tmp_path / "t.html").read_text(encoding="utf-8")
+    body = doc.split("<main", 1)[1]
+    open_part, folded = body.split('<details class="more">', 1)
+    assert open_part.count("<td>f") == 25 and "<summary>15 more rows</summary>" in folded
+    assert folded.count("<td>f") == 15 and "<td>f39</td>" in folded
+    assert "max-height" not in doc.split("<style>", 1)[1].split("</style>", 1)[0]
+
+
+@pytest.mark.skipif(not _bundled_installed(), reason="the bundled tiny-gpt / tiny-bert are not installed yet")
+def test_the_model_card_opens_with_its_headline_fields(tmp_path):
+    """The bundled tiny-gpt's card has 34 rows (training, evaluation, ...): 12 open, the rest folded."""
+    from probe.cards import card
+    from probe.pages.build import HEADLINE_FIELDS, _card_rows
+
+    gpt = probe.load("tiny-gpt")
+    rows = _card_rows(card(gpt))
+    doc = report("The robot must", [gpt], tmp_path / "r.html", k=2).read_text(encoding="utf-8")
+    assert len(rows) > HEADLINE_FIELDS
+    assert f"<summary>{len(rows) - HEADLINE_FIELDS} more rows</summary>" in doc
+    assert doc.count("<td>name</td>") == 1 and "<td>layers</td>" in doc.split('<details class="more">')[0]

@@ -86,6 +86,9 @@ def reads_note(run: Run) -> str:
     return f"It reads {n} tokens, its tokenizer's special tokens included:"
 
 
+HEADLINE_FIELDS = 12  # the card rows shown open; the rest fold away
+
+
 def _card_rows(card: dict[str, Any]) -> list[tuple[str, Any]]:
     """A card flattened to (field, value) rows: the headline fields first, nested dicts as a.b."""
     from probe.cards import heldout_summary
@@ -147,6 +150,7 @@ def model_section(model: Model, name: str, text: str, slot: Slot, k: int = 10, t
             pd.DataFrame(rows, columns=["field", "value"]),
             "Model card",
             "What this model is, from its probe_card.json and config.",
+            fold=HEADLINE_FIELDS,
         )
     )
     section.blocks.append(figure_block(plots.tokens(), "Tokens", CAPTIONS["tokens"]))

@@ -47,6 +47,7 @@ class Block:
     rows: list[list[dict]] = field(default_factory=list)
     text: str = ""
     traces: frozenset[str] = frozenset()  # a figure's trace types, for choosing the plotly.js bundle
+    fold: int = 0  # a table's rows after the first ``fold`` go into a closed <details> (0: show all)
 
 
 @dataclass
@@ -91,13 +92,15 @@ def _cell(value: Any) -> dict:
     return {"text": str(value), "num": False}
 
 
-def table_block(frame: pd.DataFrame, title: str = "", caption: str = "", max_rows: int = 200) -> Block:
-    """A DataFrame as an HTML table block (values escaped by the template; at most ``max_rows`` rows)."""
+def table_block(frame: pd.DataFrame, title: str = "", caption: str = "", max_rows: int = 200, fold: int = 25) -> Block:
+    """A DataFrame as an HTML table block (values escaped by the template; at most ``max_rows`` rows).
+    Rows after the first ``fold`` sit in a closed "N more rows" section: the page never scrolls inside
+    a table, and a long one does not push the figures far down."""
     rows = [
         [_cell(v.item() if hasattr(v, "item") else v) for v in row]
         for row in frame.head(max_rows).itertuples(index=False)
     ]
-    return Block("table", title=title, caption=caption, columns=[str(c) for c in frame.columns], rows=rows)
+    return Block("table", title=title, caption=caption, columns=[str(c) for c in frame.columns], rows=rows, fold=fold)
 
 
 def note_block(text: str) -> Block:
