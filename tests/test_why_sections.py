@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -86,6 +87,9 @@ def test_report_why_sections(why_report):
     assert not EXTERNAL.search(rest)
     assert "<img" not in rest.lower() and "&lt;img src=x onerror=alert(1)&gt;" in rest
     assert rest.count("<script") == len(figure_specs(doc)) + 3
+    # CKA is read over the text and the reference sentences, and says over how many items
+    counts = [int(n) for n in re.findall(r"Compared over (\d+) (?:tokens|words)", rest)]
+    assert len(counts) == 3 and min(counts) > 100
 
 
 def test_report_why_sections_in_chromium(why_report, tmp_path):

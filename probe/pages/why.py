@@ -33,7 +33,9 @@ CAPTIONS = {
     "for the group's top neurons. Negative activations (GELU dips below 0) are clipped: {clipped:.0%} of values.",
     "factor_neurons": "The neurons that load most on each factor (layer, neuron index, NMF loading).",
     "cka": "Linear CKA between the residual stream after every layer: 1 means two layers represent the tokens "
-    "the same way up to rotation and scale. Across models, tokens are averaged within each word.",
+    "the same way up to rotation and scale. Across models, tokens are averaged within each word. Compared over "
+    "{n} {items}: the report's text and {refs} reference sentences (over a single short sentence almost any two "
+    "layers score close to 1).",
 }
 
 
@@ -134,14 +136,37 @@ def cka_section(models: list[Model], names: list[str], text: str) -> Section:
 
     section = Section(title="Why: layer similarity (CKA)", intro="How alike the layers' representations are.", id="cka")
     plain = text.replace(MASK, "").replace("  ", " ").strip()  # every model reads the same words
-    texts = [plain]
+    texts = [plain, *REFERENCE_TEXTS]
+
+    def caption(frame) -> str:
+        items = "words" if frame.attrs.get("aligned_by") == "word" else "tokens"
+        return CAPTIONS["cka"].format(n=frame.attrs["n_items"], items=items, refs=len(REFERENCE_TEXTS))
+
     for model, name in zip(models, names):
         frame = cka(model, texts=texts)
-        section.blocks.append(figure_block(view(frame), f"{name}: layer x layer", CAPTIONS["cka"]))
+        section.blocks.append(figure_block(view(frame), f"{name}: layer x layer", caption(frame)))
     for (ma, na), (mb, nb) in combinations(list(zip(models, names)), 2):
         frame = cka(ma, mb, texts)
-        section.blocks.append(figure_block(view(frame), f"{na} vs {nb}", CAPTIONS["cka"]))
+        section.blocks.append(figure_block(view(frame), f"{na} vs {nb}", caption(frame)))
     return section
+
+
+# CKA compares how layers arrange many tokens; one sentence is too few (any two layers then look alike),
+# so the section adds these: ordinary sentences of different kinds, ~120 tokens together
+REFERENCE_TEXTS = (
+    "The old fisherman mended his nets while the tide came in.",
+    "Water boils at a lower temperature high in the mountains.",
+    "She counted seven red boats and two white ones in the harbour.",
+    "If it rains tomorrow, the match will be played indoors.",
+    "The committee rejected the proposal after a long debate.",
+    "Birds flew south as the first snow covered the hills.",
+    "He could not remember where he had left the keys.",
+    "Prices rose sharply in the spring and fell again by autumn.",
+    "A small robot carried the boxes from the truck to the shelf.",
+    "Reading before sleep helps many people relax.",
+    "The bridge was closed for repairs until the end of the month.",
+    "Their daughter learned to play the violin at the age of six.",
+)
 
 
 def why_sections(
