@@ -1,6 +1,6 @@
 """Regenerate the report gallery: every example's page on probe.default_models(), plus index.html.
 
-python reports/build.py                      # writes reports/*.html and one shared plotly-<version>.min.js
+python reports/build.py                      # writes reports/*.html and the one plotly.js file they share
 python reports/build.py -m PATH -m PATH --out /tmp/gallery   # other models, elsewhere
 python reports/build.py --self-contained     # inline plotly.js into every page instead
 
