@@ -87,3 +87,27 @@ def test_a_repeated_hook_set_reuses_its_hooks_and_a_new_set_replaces_them(tiny_g
     tiny_gpt.run("The robot", hooks=["blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.0.attn.hook_v"])
     assert count() == base + 1  # q, k and v come out of one fused projection: one hook
     tiny_gpt.reset_hooks()
+
+
+def test_a_point_without_an_item_reads_the_first_of_a_tuple_output():
+    """transformers 4's blocks return (hidden, ...) where 5's return hidden: the same Point reads and
+    writes both (pick takes hidden, put hands back the tuple with hidden replaced)."""
+    from probe.core.adapters import Point
+
+    point = Point("blocks.0.hook_resid_post", torch.nn.Identity())
+    hidden, extra = torch.randn(1, 3, 4), torch.randn(2)
+    assert point.pick((hidden, extra)) is hidden and point.pick(hidden) is hidden
+    new = torch.zeros_like(hidden)
+    out = point.put((hidden, extra), new)
+    assert type(out) is tuple and out[0] is new and out[1] is extra
+    assert point.put(hidden, new) is new
+
+
+def test_bundled_tokenizers_name_a_class_transformers_4_and_5_both_load():
+    import json
+
+    from probe.core.loading import bundled_path
+
+    for name in ("tiny-gpt", "tiny-bert"):
+        config = json.loads((bundled_path(name) / "tokenizer_config.json").read_text())
+        assert config["tokenizer_class"] == "PreTrainedTokenizerFast", name  # 5.x's "TokenizersBackend" fails on 4.x

@@ -133,7 +133,9 @@ def _hf_forward(model: Model, ids: torch.Tensor, mask: torch.Tensor):
 
     with torch.inference_mode(), eager_attention(model.hf, True):
         kwargs = model.adapter.body_inputs(ids, mask)
-        return model.hf(**kwargs, output_hidden_states=True, output_attentions=True, use_cache=False)
+        from probe.core.adapters.base import _call_options
+
+        return model.hf(**kwargs, **_call_options(type(model.hf)), output_hidden_states=True, output_attentions=True)
 
 
 def _identities(model: Model, run) -> list[tuple[str, torch.Tensor, torch.Tensor]]:

@@ -72,7 +72,7 @@ def forward_capture(
         if not readers.attached:  # a pass inside another pass of this model: its own hooks, removed after
             stack.callback(readers.attach().detach)
         try:
-            adapter.body(**adapter.body_inputs(ids, mask), use_cache=False)
+            adapter.call_body(ids, mask, patterns=eager)
         except StopForward:
             pass
         if run_head:

@@ -212,9 +212,13 @@ def cache_root() -> Path:
 
 
 def gguf_key(file: Path) -> str:
-    """Changes whenever the file does: its resolved path, size, mtime and first MiB."""
+    """Changes whenever the file does (its resolved path, size, mtime and first MiB) and with the major
+    version of transformers that converts it."""
     st = file.stat()
-    digest = hashlib.sha256(f"{file.resolve()}|{st.st_size}|{st.st_mtime_ns}|v1".encode())
+    import transformers
+
+    major = transformers.__version__.split(".")[0]  # a folder saved by transformers 5 does not load on 4
+    digest = hashlib.sha256(f"{file.resolve()}|{st.st_size}|{st.st_mtime_ns}|v1|tf{major}".encode())
     with open(file, "rb") as f:
         digest.update(f.read(1 << 20))
     return digest.hexdigest()[:16]
@@ -252,10 +256,26 @@ def gguf_checkpoint(file: Path, display: str) -> Path:
                 f"supported families: {supported()}"
             )
         tokenizer = AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name)
+        _bos_as_recorded(tokenizer, file)
         hf = AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name, dtype=torch.float32)
     _save_converted(hf, tokenizer, folder, {"gguf": str(file.resolve()), "name": display})
     print(f"probe: converted in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return folder
+
+
+def _bos_as_recorded(tokenizer, file: Path) -> None:
+    """Add a BOS token only where the GGUF file says to (``tokenizer.ggml.add_bos_token``).
+
+    transformers 4 builds a Llama-style tokenizer that adds one whenever the file does not say (SmolLM2's
+    does not), transformers 5 one that does not, so the same text was read two ways; the original
+    tokenizers of such models add none.
+    """
+    from gguf import GGUFReader
+
+    field = GGUFReader(file).fields.get("tokenizer.ggml.add_bos_token")
+    recorded = bool(field.parts[field.data[0]][0]) if field is not None and field.data else False
+    if getattr(tokenizer, "add_bos_token", recorded) != recorded:
+        tokenizer.add_bos_token = recorded
 
 
 def _save_converted(hf, tokenizer, folder: Path, source: dict) -> None:

@@ -468,6 +468,16 @@ instructions: use it to see the machinery work, not for its answers.
 """
 
 
+def portable_tokenizer_config(folder: Path) -> None:
+    """Name the tokenizer class both transformers 4 and 5 know: 5 saves its own "TokenizersBackend",
+    which 4 cannot load; "PreTrainedTokenizerFast" (the same tokenizer.json) loads on both."""
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+
+
 def export(work: Path, dest: Path, shape: Shape, notes: dict[str, str] | None = None) -> None:
     """Write ordinary HF checkpoints (fp16 safetensors: half the bytes) and their model cards.
 
@@ -484,6 +494,7 @@ def export(work: Path, dest: Path, shape: Shape, notes: dict[str, str] | None = 
         params = sum(p.numel() for p in model.parameters())
         model.to(torch.float16).save_pretrained(out, safe_serialization=True)
         tok.save_pretrained(out)
+        portable_tokenizer_config(out)
         meta = json.loads((work / f"{kind}.train.json").read_text())
         card = {
             "name": name,

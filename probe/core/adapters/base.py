@@ -8,6 +8,7 @@ back (patching, ablation, steering) later. Analyses never see modules, only the 
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,12 +39,17 @@ class Point:
     head_cols: tuple[int, int] | None = None
     # the module sees [batch * pos, ...] (OPT's MLP flattens tokens); capture restores [batch, pos, ...]
     flat: bool = False
+    # where the value sits when a module returns a tuple though ``item`` is None (transformers 4's blocks:
+    # (hidden, ...), and DistilBERT's (weights, hidden) when attention weights are asked for)
+    tuple_item: int = 0
 
     def pick(self, value) -> torch.Tensor:
         if self.fn is not None:
             return self.fn(*value)
         if self.item is not None:
             value = value[self.item]
+        elif type(value) is tuple:  # transformers 4 returns (hidden, ...) where 5 returns hidden (blocks)
+            value = value[self.tuple_item]
         if self.cols is not None:
             value = value[..., self.cols[0] : self.cols[1]]
         if self.heads is not None:
@@ -59,7 +65,8 @@ class Point:
         shape and container (tuple item, full width of a fused projection), so it can be handed back to
         the forward pass. This is what lets patching, ablation and steering write through any Point.
         """
-        whole = value[self.item] if self.item is not None else value
+        bare = self.item is None and type(value) is tuple  # transformers 4's (hidden, ...): replace hidden
+        whole = value[self.item] if self.item is not None else value[self.tuple_item] if bare else value
         if self.head_cols is not None:  # put the slice back into the full heads first (GPT-NeoX's fused qkv)
             a, b = self.head_cols
             full = whole.unflatten(-1, (self.heads, -1))
@@ -71,6 +78,9 @@ class Point:
             new = torch.cat([whole[..., :a], new, whole[..., b:]], dim=-1)
         if self.item is not None:
             return (*value[: self.item], new, *value[self.item + 1 :])
+        if bare:
+            i = self.tuple_item % len(value)
+            return (*value[:i], new, *value[i + 1 :])
         return new
 
 
@@ -148,6 +158,16 @@ class Adapter:
     def body_inputs(self, ids: torch.Tensor, mask: torch.Tensor) -> dict:
         return {"input_ids": ids, "attention_mask": mask}
 
+    def call_body(self, ids: torch.Tensor, mask: torch.Tensor, patterns: bool = False):
+        """Run the bare transformer on a batch: no KV cache where it has one. ``patterns``: the attention
+        weights are wanted (eager kernel); transformers 4's attention modules compute them only when
+        asked (``output_attentions``), 5's always do."""
+        extra = _call_options(type(self.body))
+        kwargs = {**self.body_inputs(ids, mask), **extra}
+        if patterns and _TRANSFORMERS_4:
+            kwargs["output_attentions"] = True
+        return self.body(**kwargs)
+
     # -- heads -------------------------------------------------------------------------------
     def head(self, resid: torch.Tensor) -> torch.Tensor:
         """Logits from a residual-stream vector (before any final norm), exactly as the model's head.
@@ -158,6 +178,25 @@ class Adapter:
             f"{self.name or self.family} is a bare encoder with no language-model head, so it has "
             "no token distribution; load a checkpoint with an LM head (e.g. tiny-bert, bert-base-uncased)"
         )
+
+
+def _transformers_major() -> int:
+    import transformers
+
+    return int(transformers.__version__.split(".")[0])
+
+
+_TRANSFORMERS_4 = _transformers_major() < 5
+
+
+@functools.cache
+def _call_options(body_type: type) -> dict:
+    """``use_cache=False`` for bodies whose forward takes it (transformers 4's encoders do not)."""
+    import inspect
+
+    params = inspect.signature(body_type.forward).parameters
+    takes = "use_cache" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return {"use_cache": False} if takes else {}
 
 
 def _module_ids(root: nn.Module) -> tuple[int, ...]:

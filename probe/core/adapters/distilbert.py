@@ -52,7 +52,7 @@ class DistilBertAdapter(Adapter):
                 Point(p + "mlp.hook_post", b.ffn.lin2, side="in"),
                 Point(p + "hook_mlp_out", b.ffn),
                 Point(p + "hook_resid_mid", b.output_layer_norm, side="in"),
-                Point(p + "hook_resid_post", b),
+                Point(p + "hook_resid_post", b, tuple_item=-1),  # transformers 4: (weights, hidden)
             ]
         if self.kind == "masked":
             pts.append(Point("ln_final.hook_normalized", self.hf.vocab_layer_norm))

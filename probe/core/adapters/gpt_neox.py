@@ -71,4 +71,4 @@ class GPTNeoXAdapter(Adapter):
     def head(self, resid: torch.Tensor) -> torch.Tensor:
         if self.kind != "causal":
             return super().head(resid)
-        return self.hf.lm_head(self.body.final_layer_norm(resid))
+        return self.hf.get_output_embeddings()(self.body.final_layer_norm(resid))  # embed_out on transformers 4
