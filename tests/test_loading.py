@@ -74,3 +74,37 @@ def test_dtype_auto_on_a_delta_checkpoint_is_float32():
         pytest.skip("minilm-mlm needs its base package")
     model = probe.load("minilm-mlm", dtype="auto")
     assert next(model.hf.parameters()).dtype == torch.float32
+
+
+def test_an_unreachable_hub_fails_in_seconds_and_says_so(monkeypatch):
+    """Without HF_HUB_OFFLINE, a hub id on a machine that cannot reach the hub used to cost ~25 s of
+    retries; probe asks once (3 s at most) and then looks only in the local cache."""
+    import socket
+    import time
+
+    import transformers
+
+    from probe.core import loading
+    from probe.errors import LoadError
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(loading, "_REACHABLE", {})
+    seen = {}
+    real = transformers.AutoConfig.from_pretrained
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", spy)
+    start = time.perf_counter()
+    with pytest.raises(LoadError, match="cannot be reached from this machine") as info:
+        probe.load("someone/some-model")
+    assert time.perf_counter() - start < 10 and "\n" not in str(info.value)
+    assert seen.get("local_files_only") is True  # a model already in the local cache would still load

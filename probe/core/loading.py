@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -169,13 +170,39 @@ def _kind(config) -> str:
     return "encoder"
 
 
-def _hub_error(name: str, err: Exception) -> LoadError:
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    why = (
-        "the Hugging Face hub is offline (HF_HUB_OFFLINE)"
-        if offline
-        else "the Hugging Face hub is unreachable or has no such model"
+def _hub_offline() -> bool:
+    return any(
+        os.environ.get(v, "0") not in ("0", "", "false", "False") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (``HF_ENDPOINT``, else huggingface.co) accepts a connection within
+    ``timeout`` s. Asked once per process, before a hub id is looked up: without it an unreachable hub
+    costs ~25 s of retries before the same error."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    key = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    if key not in _REACHABLE:
+        try:
+            socket.create_connection(key, timeout=timeout).close()
+            _REACHABLE[key] = True
+        except OSError:
+            _REACHABLE[key] = False
+    return _REACHABLE[key]
+
+
+_REACHABLE: dict[tuple, bool] = {}
+
+
+def _hub_error(name: str, err: Exception | None = None, reachable: bool = True) -> LoadError:
+    if _hub_offline():
+        why = "the Hugging Face hub is offline (HF_HUB_OFFLINE)"
+    elif not reachable:
+        why = "the Hugging Face hub cannot be reached from this machine (no connection within 3 s)"
+    else:
+        why = "the Hugging Face hub is unreachable or has no such model"
     return LoadError(
         f"cannot load '{name}': it is not a local folder or a bundled model, it is not in the local cache, and {why}; "
         f"pass a local checkpoint folder, or a bundled or packaged model ({', '.join((*BUNDLED, *DELTAS, *PACKAGED))}; see `probe models`)"
@@ -351,6 +378,10 @@ def load_hf(name_or_path, *, device=None, dtype=None, revision=None, allow_pickl
         path = gguf_checkpoint(path, name)
     source = str(path) if path is not None else str(name_or_path)
     common = {"revision": revision, "trust_remote_code": False}
+    reachable = True
+    if path is None and not _hub_offline() and not hub_reachable():
+        common["local_files_only"] = True  # a model in the local cache still loads; nothing waits on the network
+        reachable = False
     delta = path is not None and (path / BASE_FILE).exists()
     if path is not None and not delta:
         _check_weights(path, allow_pickle)
@@ -359,7 +390,7 @@ def load_hf(name_or_path, *, device=None, dtype=None, revision=None, allow_pickl
         try:
             config = AutoConfig.from_pretrained(source, **common)
         except OSError as err:
-            raise _hub_error(source, err) from None
+            raise _hub_error(source, err, reachable) from None
         except ValueError as err:
             raise LoadError(f"cannot read the config of '{source}': {str(err).splitlines()[0]}") from None
 
@@ -398,7 +429,7 @@ def load_hf(name_or_path, *, device=None, dtype=None, revision=None, allow_pickl
                 ) from None
             if path is not None:
                 raise LoadError(f"cannot load the checkpoint in {path}: {str(err).splitlines()[0]}") from None
-            raise _hub_error(source, err) from None
+            raise _hub_error(source, err, reachable) from None
     hf.eval()
     if device is not None and device_map is None:
         hf.to(device)
