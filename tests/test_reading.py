@@ -1,6 +1,7 @@
 """One reading of every text: run, tokenize, generate, compare, report, attribute and extract read a text
 the same way (a causal model's start token first, ``prepend_bos``), give the same numbers for the same
-question, and say in their output what they read. One switch, ``prepend_bos``, changes all of them."""
+question, and say in their output what they read. One switch, ``prepend_bos``, changes all of them.
+``probe.analysis.reading.read_text`` makes that reading once, as an object the report and attribute take."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 import torch
 
 import probe
+from probe.analysis.reading import read_text
+from probe.errors import InputError
 
 TEXT = "The robot must [MASK] hurt the human."
 LEFT = "The robot must"
@@ -189,3 +192,53 @@ def test_a_batch_says_whose_predictions_and_frames_say_what_was_read(tiny_gpt):
     alone = tiny_gpt.run("A cat sat on the", hooks=["logits"]).predictions(k=3)
     assert second["token_id"].tolist() == alone["token_id"].tolist() and alone.attrs["prepend_bos"] is True
     assert not run.logit_lens(index=1).empty
+
+
+def test_a_causal_model_reads_the_left_side_from_its_start_token(tiny_gpt):
+    reading = read_text(tiny_gpt, TEXT)
+    assert reading.read == "The robot must" and reading.prepend_bos is True
+    assert torch.equal(reading.ids, tiny_gpt.document_ids("The robot must"))
+    assert reading.position == reading.ids.shape[1] - 1
+    assert reading.tokens == tiny_gpt.tokenize("The robot must")
+    bare = read_text(tiny_gpt, TEXT, prepend_bos=False)
+    assert bare.ids.shape[1] == reading.ids.shape[1] - 1 and bare.prepend_bos is False
+
+
+def test_a_masked_model_reads_the_whole_text_with_its_mask_token(tiny_bert):
+    reading = read_text(tiny_bert, TEXT)
+    ids, _ = tiny_bert.encode([TEXT])
+    assert torch.equal(reading.ids, ids) and reading.prepend_bos is False
+    assert reading.tokens[reading.position] == tiny_bert.tokenizer.mask_token
+    assert reading.attrs()["position"] == reading.position and reading.attrs()["text"] == TEXT
+
+
+def test_reading_errors_are_the_texts(tiny_gpt, tiny_bert):
+    with pytest.raises(InputError, match="no \\[MASK\\]"):
+        read_text(tiny_bert, "The robot must not hurt")
+    with pytest.raises(InputError, match="2 \\[MASK\\] markers"):
+        read_text(tiny_gpt, "A [MASK] and a [MASK].")
+    with pytest.raises(InputError, match="opens the text"):
+        read_text(tiny_gpt, "[MASK] robot", prepend_bos=False)
+
+
+def test_a_long_text_is_cut_to_the_context_only_when_asked(tiny_bert):
+    long = " ".join(["The cat sat on the mat."] * 40) + " " + TEXT
+    with pytest.raises(InputError, match="truncate"):
+        read_text(tiny_bert, long)
+    cut = read_text(tiny_bert, long, truncate=True)
+    assert cut.truncated and cut.ids.shape[1] <= tiny_bert.n_ctx
+    assert cut.tokens[cut.position] == tiny_bert.tokenizer.mask_token
+
+
+def test_attribute_takes_a_reading_and_records_it(tiny_gpt, tiny_bert):
+    pytest.importorskip("captum")
+    import probe
+
+    for model in (tiny_gpt, tiny_bert):
+        reading = read_text(model, TEXT)
+        frame = probe.attribute(model, reading, n_steps=8)
+        again = probe.attribute(model, reading.read if model.kind == "causal" else TEXT, n_steps=8)
+        torch.testing.assert_close(
+            torch.tensor(frame["attribution"].to_numpy()), torch.tensor(again["attribution"].to_numpy())
+        )
+        assert frame.attrs["reading"]["tokens"] == reading.tokens and frame.attrs["tokens"] == again.attrs["tokens"]

@@ -21,6 +21,7 @@ from probe.errors import InputError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from probe.analysis.reading import Reading
     from probe.core.model import Model
 
 METHODS = ("integrated_gradients", "gradient_x_input", "saliency", "occlusion")
@@ -61,11 +62,15 @@ def _setup(model: Model, text: str, target, position: int | None, prepend_bos: b
     """(ids [1, N], slot positions per target token, target ids, fixed [N] bool, length n, slot).
 
     The text is read as ``Model.run`` reads it (the ``prepend_bos`` rule); positions are those of ``run``."""
+    from probe.analysis.reading import Reading
     from probe.core.tokens import position_in
 
-    if not isinstance(text, str):
+    if isinstance(text, Reading):  # parsed and tokenised already (the report's): read those very ids
+        ids, prepend_bos = text.ids, text.prepend_bos
+    elif isinstance(text, str):
+        ids, _ = model.encode([text], prepend_bos=prepend_bos)
+    else:
         raise InputError("attribute takes one text (a string)")
-    ids, _ = model.encode([text], prepend_bos=prepend_bos)
     start = model.start_token_id if model.reads_bos(prepend_bos) else None  # held fixed, never attributed
     n = ids.shape[1]
     special = set(model.tokenizer.all_special_ids) | ({start} if start is not None else set())
@@ -102,7 +107,7 @@ def _setup(model: Model, text: str, target, position: int | None, prepend_bos: b
 
 def attribute(
     model: Model,
-    text: str,
+    text: str | Reading,
     target: str | int | list[int] | None = None,
     method: str = "integrated_gradients",
     position: int | None = None,
@@ -114,7 +119,8 @@ def attribute(
 
     Args:
         text: one text. Masked models: it contains the [MASK] to fill (or pass ``position`` of a token
-            to mask out and predict).
+            to mask out and predict). Or a ``Reading`` (``probe.analysis.reading.read_text``): its token ids
+            are attributed as they are, and the frame's ``.attrs["reading"]`` records it.
         target: a word (" not"), a token id, several ids, or a continuation string of several tokens
             (summed log-probability); default the model's own top prediction.
         method: "integrated_gradients" (captum IntegratedGradients, Gauss-Legendre, ``n_steps``),
@@ -230,10 +236,13 @@ def attribute(
         n_steps=n_steps if method == "integrated_gradients" else None,
         slot=slot,
         model=model.name,
-        text=text,
-        prepend_bos=model.reads_bos(prepend_bos),
-        tokens=model.tokenize(text, prepend_bos),
     )
+    if isinstance(text, str):
+        frame.attrs.update(
+            text=text, prepend_bos=model.reads_bos(prepend_bos), tokens=model.tokenize(text, prepend_bos)
+        )
+    else:  # a Reading: what it read, without tokenising again
+        frame.attrs.update(text=text.read, prepend_bos=text.prepend_bos, tokens=text.tokens, reading=text.attrs())
     return frame
 
 

@@ -6,7 +6,8 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from probe.analysis.compare import DEFAULT_TEXT, MASK, Slot, model_text, read_left
+from probe.analysis.compare import DEFAULT_TEXT, MASK, Slot, read_left
+from probe.analysis.reading import Reading, read_text
 from probe.errors import InputError
 from probe.pages.html import (
     Section,
@@ -114,31 +115,27 @@ def _card_rows(card: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows[:80]
 
 
-def model_section(model: Model, name: str, text: str, slot: Slot, k: int = 10, truncate: bool = False) -> Section:
-    """Card, tokens, predictions, logit lens, attention and activations of one model on the text.
-
-    With ``truncate``, a text longer than the model's context is cut to a window around the slot.
-    """
+def model_section(reading: Reading, name: str, k: int = 10) -> Section:
+    """Card, tokens, predictions, logit lens, attention and activations of one model on the text, as
+    ``reading`` (``probe.analysis.reading``) says the model reads it."""
     import pandas as pd
 
-    from probe.analysis.compare import run_slot
     from probe.cards import card
 
-    fitted = run_slot(model, slot, truncate)
-    if fitted != slot and MASK not in text:  # model_text reads the whole text when there is no slot
-        text = fitted.left
-    read = model_text(model, fitted, text)
-    run = _run(model, read)
+    model = reading.model
+    hooks = list(dict.fromkeys(model.default_hooks + [f"blocks.{model.n_layers - 1}.mlp.hook_post"]))
+    run = model.run(reading.ids, hooks=hooks)
+    run.prepend_bos = reading.prepend_bos  # given as ids, read by the rule
     plots = run.plot
     kind_note = {
         "causal": "A causal (GPT-style) model reads left to right"
-        + (", so at the slot it has seen only the text before [MASK]." if MASK in text else "."),
+        + (", so at the slot it has seen only the text before [MASK]." if MASK in reading.text else "."),
         "masked": "A masked (BERT-style) model sees the whole sentence at once and fills in its mask token.",
         "encoder": "An encoder without a language-model head: it has attention and activations but no predictions.",
     }[model.kind]
-    shown = " ".join(run.token_strs(0)) if read is None else read
+    shown = " ".join(run.token_strs(0)) if reading.read is None else reading.read
     section = Section(title=f"{name} ({model.kind})", intro=f"{kind_note} {reads_note(run)}", text=shown)
-    if fitted != slot:
+    if reading.truncated:
         section.blocks.append(
             note_block(
                 f"The text is longer than {model.name}'s context of {model.n_ctx} tokens; it was cut to the window above."
@@ -339,7 +336,8 @@ def report(
         models, notice = default_models()
     extra = validate(sections, corrupted)
     loaded = [m.reading(prepend_bos) for m in load_models(models, k)]
-    slot = Slot.parse(text, need_mask=any(m.kind == "masked" for m in loaded))
+    Slot.parse(text, need_mask=any(m.kind == "masked" for m in loaded))  # the text's errors before any model work
+    readings = [read_text(m, text, truncate=truncate) for m in loaded]  # parsed and tokenised once per model
     names = _unique_names(loaded)
     sections = []
     answer = ""
@@ -350,8 +348,8 @@ def report(
         frame = compare(text, usable, k=k, rescore=True, truncate=truncate) if usable else None
         answer = answer_text(frame) if frame is not None else ""
         sections.append(comparison_section(loaded, text, k, truncate, frame=frame))
-    sections += [model_section(m, n, text, slot, k, truncate) for m, n in zip(loaded, names, strict=True)]
-    sections += why_sections(extra, loaded, names, text, corrupted)
+    sections += [model_section(r, n, k) for r, n in zip(readings, names, strict=True)]
+    sections += why_sections(extra, readings, names, text, corrupted)
     for i, s in enumerate(sections):
         s.id = s.id or f"model-{i}"
     title = title or f"probe report: {', '.join(names)}"

@@ -10,7 +10,8 @@ from __future__ import annotations
 from itertools import combinations
 from typing import TYPE_CHECKING
 
-from probe.analysis.compare import MASK, Slot, model_text
+from probe.analysis.compare import MASK
+from probe.analysis.reading import Reading, read_text
 from probe.errors import InputError
 from probe.pages.html import Section, figure_block, note_block, table_block
 
@@ -55,24 +56,26 @@ def validate(sections, corrupted: str | None) -> list[str]:
     return sections
 
 
-def _read(model: Model, text: str) -> str:
-    slot = Slot.parse(text, need_mask=model.kind == "masked")
-    read = model_text(model, slot, text)
-    if read is None:
+def _read(reading: Reading) -> str:
+    """The text a why-analysis reads: there must be some (a causal model needs words left of [MASK])."""
+    if reading.read is None:
+        model = reading.model
         raise InputError(f"{MASK} opens the text, so {model.name} has no left context; put a word before {MASK}")
-    return read
+    return reading.read
 
 
-def attribution_section(models: list[Model], names: list[str], text: str) -> Section:
+def attribution_section(readings: list[Reading], names: list[str]) -> Section:
     from probe.analysis.attribute import attribute
     from probe.viz.attribution import attribution
 
     section = Section(title="Why: attribution", intro="Which tokens drove each model's answer.", id="attribution")
-    for model, name in zip(models, names):
+    for reading, name in zip(readings, names):
+        model = reading.model
         if model.kind == "encoder":
             section.blocks.append(note_block(f"{name}: no language-model head, so no answer to attribute."))
             continue
-        frame = attribute(model, _read(model, text))
+        _read(reading)
+        frame = attribute(model, reading)
         a = frame.attrs
         caption = CAPTIONS["attribution"].format(
             target=repr(a["target"]),
@@ -84,7 +87,7 @@ def attribution_section(models: list[Model], names: list[str], text: str) -> Sec
     return section
 
 
-def patching_section(models: list[Model], names: list[str], text: str, corrupted: str) -> Section:
+def patching_section(readings: list[Reading], names: list[str], text: str, corrupted: str) -> Section:
     from probe.analysis.intervene import patching
     from probe.viz.patching import patching as view
 
@@ -94,13 +97,15 @@ def patching_section(models: list[Model], names: list[str], text: str, corrupted
         id="patching",
         text=f"clean: {text}  |  corrupted: {corrupted}",
     )
-    for model, name in zip(models, names):
+    for reading, name in zip(readings, names):
+        model = reading.model
         if model.kind == "encoder":
             section.blocks.append(note_block(f"{name}: no language-model head, so nothing to patch against."))
             continue
-        clean, bad = _read(model, text), _read(model, corrupted)
-        answer = int(model.run(clean, hooks=["logits"]).logits_at().argmax())
-        rival = int(model.run(bad, hooks=["logits"]).logits_at().argmax())
+        corrupt = read_text(model, corrupted, truncate=reading.truncated)
+        clean, bad = _read(reading), _read(corrupt)
+        answer = int(model.run(reading.ids, hooks=["logits"])["logits"][0, reading.position].argmax())
+        rival = int(model.run(corrupt.ids, hooks=["logits"])["logits"][0, corrupt.position].argmax())
         metric = ("logit_diff", answer, rival) if rival != answer else ("logprob", answer)
         frame = patching(model, clean, bad, metric=metric, over="resid_pre")
         caption = CAPTIONS["patching"].format(metric=_metric_words(model, metric))
@@ -116,13 +121,13 @@ def _metric_words(model: Model, metric: tuple) -> str:
     return f"{kind}({', '.join(words)})"
 
 
-def factors_section(models: list[Model], names: list[str], text: str) -> Section:
+def factors_section(readings: list[Reading], names: list[str]) -> Section:
     from probe.analysis.factors import factors
 
     section = Section(title="Why: neuron factors", intro="Groups of MLP neurons that fire together.", id="factors")
-    for model, name in zip(models, names):
-        read = _read(model, text)
-        k = min(6, len(model.tokenize(read)))
+    for reading, name in zip(readings, names):
+        model, read = reading.model, _read(reading)
+        k = min(6, reading.ids.shape[1])
         frame = factors(model, [read], n_components=k, top_k=5)
         caption = CAPTIONS["factors"].format(k=k, clipped=frame.attrs["clipped_fraction"])
         section.blocks.append(figure_block(frame.plot(), f"{name}: tokens by factor", caption))
@@ -170,16 +175,17 @@ REFERENCE_TEXTS = (
 
 
 def why_sections(
-    sections: list[str], models: list[Model], names: list[str], text: str, corrupted: str | None
+    sections: list[str], readings: list[Reading], names: list[str], text: str, corrupted: str | None
 ) -> list[Section]:
+    """The asked-for why sections, each from the models' readings of the text (parsed once, in ``report``)."""
     out = []
     for name in sections:
         if name == "attribution":
-            out.append(attribution_section(models, names, text))
+            out.append(attribution_section(readings, names))
         elif name == "patching":
-            out.append(patching_section(models, names, text, corrupted))
+            out.append(patching_section(readings, names, text, corrupted))
         elif name == "factors":
-            out.append(factors_section(models, names, text))
+            out.append(factors_section(readings, names))
         else:
-            out.append(cka_section(models, names, text))
+            out.append(cka_section([r.model for r in readings], names, text))
     return out
