@@ -4,6 +4,8 @@ A GPT-2-small-shaped model with random weights (same FLOPs as the real one: 12 l
 12 heads, vocab 50257) runs the same token batch through:
 
 - body:         the bare transformer (``GPT2Model``; no LM head, no capture) — the floor;
+- body, eager:  the same with the eager attention kernel, which patterns need (sdpa returns none): the
+                floor for "probe every", so every / eager body is the part that is probe's own;
 - probe all:    probe capturing all 12 ``hook_resid_post``;
 - probe L2:     probe capturing ``blocks.2.hook_resid_post`` only (the forward stops after block 2);
 - probe every:  probe capturing every hook of the body (resid, attn/mlp out, q/k/v/z, patterns, neurons);
@@ -95,6 +97,14 @@ def main() -> None:
         with torch.inference_mode():
             hf.transformer(input_ids=ids, attention_mask=mask, use_cache=False)
 
+    def body_eager():  # the floor for every hook: patterns need the eager attention kernel, not sdpa
+        current = hf.config._attn_implementation
+        hf.config._attn_implementation_internal = "eager"
+        try:
+            body()
+        finally:
+            hf.config._attn_implementation_internal = current
+
     def hf_hidden():
         with torch.inference_mode():
             hf(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
@@ -102,6 +112,7 @@ def main() -> None:
     every = [n for n in model.hook_names if n != "logits"]  # every body hook: patterns, q/k/v/z, neurons...
     cases = {
         "body (bare transformer)": body,
+        "body, eager attention": body_eager,
         "probe: all 12 resid_post": lambda: model.run(ids, hooks=all_resid),
         "probe: layer 2 only": lambda: model.run(ids, hooks=["blocks.2.hook_resid_post"]),
         "probe: every hook": lambda: model.run(ids, hooks=every),
@@ -167,6 +178,8 @@ def main() -> None:
     every = results["probe: every hook"] / base
     goal = 1.35 if args.batch * args.seq >= 512 else 1.3
     print(f"; every hook <= {goal}x body: {every:.2f} {'OK' if every <= goal else 'MISSED'}", end="")
+    own = results["probe: every hook"] / results["body, eager attention"]
+    print(f" (probe's own part, against the eager body: {own:.2f}x)", end="")
     for probe_row, peer_row in (
         ("probe: all 12 resid_post", "nnsight: all 12 resid_post"),
         ("probe: layer 2 only", "nnsight: layer 2 only"),
