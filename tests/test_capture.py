@@ -111,3 +111,14 @@ def test_bundled_tokenizers_name_a_class_transformers_4_and_5_both_load():
     for name in ("tiny-gpt", "tiny-bert"):
         config = json.loads((bundled_path(name) / "tokenizer_config.json").read_text())
         assert config["tokenizer_class"] == "PreTrainedTokenizerFast", name  # 5.x's "TokenizersBackend" fails on 4.x
+
+
+def test_act_names_are_transformerlens_short_names_of_real_hooks(tiny_gpt, tiny_llama):
+    from probe.core.names import ACTS, act_name
+
+    assert (
+        act_name("resid_pre", 1) == "blocks.1.hook_resid_pre" and act_name("pattern", 0) == "blocks.0.attn.hook_pattern"
+    )
+    assert act_name("attn.hook_z", 1) == "blocks.1.attn.hook_z"  # a full suffix is taken as it is
+    known = set(tiny_gpt.hook_names) | set(tiny_llama.hook_names)
+    assert all(act_name(kind, 0) in known for kind in ACTS), [k for k in ACTS if act_name(k, 0) not in known]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from probe import _validate as check
+from probe.core.names import act_name
 from probe.defaults import DEFAULT_TEXT, FALLBACK_MODELS, MASK, default_models
 from probe.errors import InputError, NoHeadError
 
@@ -223,7 +224,7 @@ def run_slot(model: Model, slot: Slot, truncate: bool = False, prepend_bos: bool
 def _slot_run(model: Model, slot: Slot, prepend_bos: bool | None = None):
     """Run the text the model needs at the slot; returns (run, position of the slot's prediction)."""
     n = model.n_layers
-    hooks = [f"blocks.{i}.hook_resid_pre" for i in range(n)] + [f"blocks.{n - 1}.hook_resid_post", "logits"]
+    hooks = [act_name("resid_pre", i) for i in range(n)] + [act_name("resid_post", n - 1), "logits"]
     if model.kind == "masked":
         mask_token = model.tokenizer.mask_token
         if mask_token is None:

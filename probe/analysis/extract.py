@@ -28,6 +28,7 @@ import numpy as np
 
 from probe.analysis.shards import Plan, shard_name, write_shard
 from probe.core.layout import check_dtype, check_positions, field_shape, row_shape
+from probe.core.names import act_name
 from probe.errors import InputError
 
 if TYPE_CHECKING:
@@ -457,7 +458,7 @@ def _hook_name(hook: str, layer: int | None) -> str:
         return hook
     if "*" in hook:
         return hook.replace("*", str(layer), 1)
-    return hook if hook.startswith("blocks.") else f"blocks.{layer}.{hook}"
+    return hook if hook.startswith("blocks.") else act_name(hook, layer)
 
 
 def _read_matrix(dataset, name: str, shape: list[int], meta_cols: list[str]):

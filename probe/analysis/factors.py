@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from probe import _validate as check
+from probe.core.names import act_name
 from probe.errors import InputError
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ def factors(
         raise InputError("n_components must be a positive integer")
     if top_k < 1:
         raise InputError("top_k must be at least 1")
-    names = [f"blocks.{la}.mlp.hook_post" for la in layers]
+    names = [act_name("post", la) for la in layers]
     run = model.run(texts, hooks=names)
     real = run.mask.bool()
     acts = torch.cat([run[n][real].float() for n in names], dim=-1).cpu()  # [tokens, layers * d_mlp]
@@ -165,9 +166,7 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _resid_hooks(model: Model) -> list[str]:
-    return [f"blocks.{i}.hook_resid_pre" for i in range(model.n_layers)] + [
-        f"blocks.{model.n_layers - 1}.hook_resid_post"
-    ]
+    return [act_name("resid_pre", i) for i in range(model.n_layers)] + [act_name("resid_post", model.n_layers - 1)]
 
 
 def _word_vectors(run: Run, texts: list[str]) -> list[torch.Tensor]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from probe import _validate as check
-from probe.core.names import LOGITS
+from probe.core.names import LOGITS, act_name
 from probe.core.patch import PatchContext, resolve_patch
 from probe.errors import InputError
 
@@ -81,9 +81,9 @@ def ablate(
         raise InputError("nothing to ablate; pass heads=[(layer, head)] and/or neurons=[(layer, neuron)]")
     targets: dict[str, list[int]] = {}
     for layer, h in heads:
-        targets.setdefault(f"blocks.{layer}.attn.hook_z", []).append(h)
+        targets.setdefault(act_name("z", layer), []).append(h)
     for layer, i in neurons:
-        targets.setdefault(f"blocks.{layer}.mlp.hook_post", []).append(i)
+        targets.setdefault(act_name("post", layer), []).append(i)
     means: dict[str, torch.Tensor] = {}
     if how == "mean":
         ref = model.run(text, hooks=list(targets))
@@ -117,7 +117,7 @@ def steering_vector(model: Model, layer: int, plus: str, minus: str) -> torch.Te
     Returns:
         Tensor [d_model].
     """
-    name = f"blocks.{_check_layer(model, layer)}.hook_resid_pre"
+    name = act_name("resid_pre", _check_layer(model, layer))
     run = model.run([plus, minus], hooks=[name])
     last = [n - 1 for n in run.lengths]
     return (run[name][0, last[0]] - run[name][1, last[1]]).float()
@@ -160,7 +160,7 @@ def steer(
     if not isinstance(vector, torch.Tensor) or vector.shape != (model.d_model,):
         got = list(vector.shape) if isinstance(vector, torch.Tensor) else type(vector).__name__
         raise InputError(f"the steering vector must be a tensor [d_model={model.d_model}], got {got}")
-    name = f"blocks.{layer}.hook_resid_pre"
+    name = act_name("resid_pre", layer)
     resid_norm = None
     if relative or max_new_tokens is not None:  # a reference forward only where its norm is used
         ref = model.run(text, hooks=[name])
@@ -184,7 +184,7 @@ def steer(
             value[rows, ctx.positions(p)] += d
         return value
 
-    patch = {f"blocks.{layer}.hook_resid_pre": add}
+    patch = {act_name("resid_pre", layer): add}
     if max_new_tokens is not None:
         if not isinstance(text, str):
             raise InputError("steered generation takes one prompt (a string)")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from probe import _validate as check
+from probe.core.names import act_name
 from probe.core.tokens import top_k_frame
 from probe.errors import InputError
 
@@ -57,7 +58,7 @@ def generate(
     lead = int(model.reads_bos(prepend_bos))
     frames, runs = [], []
     stop_reason = "max_new_tokens"
-    final = [f"blocks.{model.n_layers - 1}.hook_resid_post"]
+    final = [act_name("resid_post", model.n_layers - 1)]
     wanted = final if hooks is None else final + ([hooks] if isinstance(hooks, str) else list(hooks))
     for step in range(max_new_tokens):
         if ids.shape[1] >= model.n_ctx:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from probe.core.names import act_name
 from probe.errors import InputError
 
 if TYPE_CHECKING:
@@ -94,10 +95,10 @@ def verify(model: Model | str, texts: list[str] | str | None = None) -> pd.DataF
     for i in range(n):
         check(
             f"hidden_states[{i}] = blocks.{i}.hook_resid_pre",
-            run[f"blocks.{i}.hook_resid_pre"][real],
+            run[act_name("resid_pre", i)][real],
             out.hidden_states[i][real],
         )
-    final = run[f"blocks.{n - 1}.hook_resid_post"]
+    final = run[act_name("resid_post", n - 1)]
     norm_in_body = "ln_final.hook_normalized" in run and "ln_final.hook_normalized" not in adapter.head_points
     last = getattr(adapter, "last_hidden_hook", None)
     if last is not None and last in run:
@@ -113,7 +114,7 @@ def verify(model: Model | str, texts: list[str] | str | None = None) -> pd.DataF
     for i, pattern in enumerate(out.attentions):
         check(
             f"attentions[{i}] = blocks.{i}.attn.hook_pattern",
-            run[f"blocks.{i}.attn.hook_pattern"].transpose(1, 2)[real],
+            run[act_name("pattern", i)].transpose(1, 2)[real],
             pattern.transpose(1, 2)[real],
         )
     if model.kind != "encoder":

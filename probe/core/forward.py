@@ -15,7 +15,7 @@ import torch
 
 from probe.core.adapters import Adapter, Point
 from probe.core.capture import Finish, Readers, StopForward, by_module, eager_attention
-from probe.core.names import LOGITS
+from probe.core.names import LOGITS, act_name
 from probe.core.patch import Patch, PatchContext, apply_patch, chunk, context_for, write_points, writers_on
 from probe.errors import PatchError
 
@@ -42,7 +42,7 @@ def forward_capture(
     position embeddings and everything after are the model's own).
     """
     patch = patch or {}
-    final = f"blocks.{adapter.n_layers - 1}.hook_resid_post"
+    final = act_name("resid_post", adapter.n_layers - 1)
     by_name = adapter.point_map
     writes = write_points(adapter, patch) if patch else []
     head_points = adapter.head_points

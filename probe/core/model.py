@@ -17,7 +17,7 @@ from probe import _validate as check
 from probe.core.adapters import ADAPTERS, Adapter
 from probe.core.capture import resolve_names
 from probe.core.forward import capture_batches
-from probe.core.names import LOGITS
+from probe.core.names import LOGITS, act_name
 from probe.core.patch import resolve_patch
 from probe.core.tokens import pad
 from probe.errors import InputError
@@ -73,9 +73,9 @@ class Model:
     @cached_property
     def default_hooks(self) -> list[str]:
         """What ``run(text)`` captures: the residual stream, attention patterns and logits."""
-        names = [f"blocks.{i}.hook_resid_pre" for i in range(self.n_layers)]
-        names += [f"blocks.{self.n_layers - 1}.hook_resid_post"]
-        names += [f"blocks.{i}.attn.hook_pattern" for i in range(self.n_layers)]
+        names = [act_name("resid_pre", i) for i in range(self.n_layers)]
+        names += [act_name("resid_post", self.n_layers - 1)]
+        names += [act_name("pattern", i) for i in range(self.n_layers)]
         return names + ([LOGITS] if self.kind != "encoder" else [])
 
     @cached_property

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from probe import _validate as check
-from probe.core.names import LOGITS, dims_of
+from probe.core.names import LOGITS, act_name, dims_of
 from probe.core.tokens import mask_slot, position_in
 from probe.errors import HookNameError, InputError
 
@@ -107,8 +107,8 @@ class Run:
         """
         n = self.model.n_layers
         layer = check.index(layer, "layer", n + 1, what=f"{self.model.name}'s residual stream has layers")
-        options = [f"blocks.{layer}.hook_resid_pre"] if layer < n else []
-        options += [f"blocks.{layer - 1}.hook_resid_post"] if layer > 0 else []
+        options = [act_name("resid_pre", layer)] if layer < n else []
+        options += [act_name("resid_post", layer - 1)] if layer > 0 else []
         for name in options:
             if name in self.cache:
                 return self.cache[name]
@@ -126,7 +126,7 @@ class Run:
 
     def attention(self) -> torch.Tensor:
         """[n_layers, batch, head, q, k] attention patterns, equal to HF ``attentions``."""
-        return torch.stack([self[f"blocks.{i}.attn.hook_pattern"] for i in range(self.model.n_layers)])
+        return torch.stack([self[act_name("pattern", i)] for i in range(self.model.n_layers)])
 
     # -- positions ---------------------------------------------------------------------------
     def _check_index(self, index: int) -> int:

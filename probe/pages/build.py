@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from probe.analysis.compare import DEFAULT_TEXT, MASK, Slot, read_left
 from probe.analysis.reading import Reading, read_text
+from probe.core.names import act_name
 from probe.errors import InputError
 from probe.pages.html import (
     Section,
@@ -70,7 +71,7 @@ CAPTIONS = {
 
 
 def _run(model: Model, text: str | None) -> Run:
-    hooks = list(dict.fromkeys(model.default_hooks + [f"blocks.{model.n_layers - 1}.mlp.hook_post"]))
+    hooks = list(dict.fromkeys(model.default_hooks + [act_name("post", model.n_layers - 1)]))
     if model.kind == "causal":  # the start token alone when [MASK] opens the text
         return read_left(model, text, hooks)
     return model.run(text, hooks=hooks)
@@ -123,7 +124,7 @@ def model_section(reading: Reading, name: str, k: int = 10) -> Section:
     from probe.cards import card
 
     model = reading.model
-    hooks = list(dict.fromkeys(model.default_hooks + [f"blocks.{model.n_layers - 1}.mlp.hook_post"]))
+    hooks = list(dict.fromkeys(model.default_hooks + [act_name("post", model.n_layers - 1)]))
     run = model.run(reading.ids, hooks=hooks)
     run.prepend_bos = reading.prepend_bos  # given as ids, read by the rule
     plots = run.plot

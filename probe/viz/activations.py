@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from probe.core.names import act_name
 from probe.errors import InputError
 from probe.viz._style import DIVERGING, cell_size, esc, figure, labels, layer_names, rounded, tick_font
 
@@ -91,7 +92,7 @@ def top_neurons(run: Run, layer: int, k: int = 20, index: int = 0) -> tuple[np.n
     if k < 1:
         raise InputError("k must be at least 1")
     run._check_index(index)
-    post = run[f"blocks.{layer}.mlp.hook_post"][index, : run.lengths[index]]  # [pos, d_mlp]
+    post = run[act_name("post", layer)][index, : run.lengths[index]]  # [pos, d_mlp]
     acts = post.detach().float().cpu().numpy().T  # [d_mlp, pos]
     top = np.argsort(-acts.max(axis=1), kind="stable")[: min(k, acts.shape[0])]
     return top, acts[top]
