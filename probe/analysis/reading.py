@@ -83,14 +83,13 @@ def read_text(model: Model, text: str, *, truncate: bool = False, prepend_bos: b
             ) from None
     else:
         ids, _ = model.encode([read], truncate=truncate)
-    bos = model.reads_bos() if model.kind == "causal" else False
     return Reading(
         model=model,
         text=text,
         slot=fitted,
         read=read,
         ids=ids,
-        prepend_bos=bos,
+        prepend_bos=model.reads_bos(),  # False for masked models: they have no start token
         position=position_in(model, ids[0], None),
         truncated=fitted != slot,
     )

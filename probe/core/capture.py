@@ -160,13 +160,21 @@ class _ReadIn(_ReadOut):
 
 
 class _ReadCall(_ReadOut):
+    """A pre-hook with the call's kwargs: plain inputs and points derived from the call (rotary q/k)."""
+
+    __slots__ = ("plain", "derived")
+
+    def __init__(self, readers: Readers, group: tuple[Point, ...]):
+        super().__init__(readers, group)
+        self.plain = tuple(p for p in group if p.side == "in")
+        self.derived = tuple(p for p in group if p.side == "kwargs")
+
     def __call__(self, module, args, kwargs):
         session = self.readers.session
         if session is not None:
-            plain = tuple(p for p in self.group if p.side == "in")
-            if plain:
-                session.keep(plain, args[0])
-            session.keep(tuple(p for p in self.group if p.side == "kwargs"), (args, kwargs))
+            if self.plain:
+                session.keep(self.plain, args[0])
+            session.keep(self.derived, (args, kwargs))
 
 
 def resolve_names(patterns: Iterable[str], hook_names: list[str], model_name: str) -> list[str]:

@@ -61,7 +61,7 @@ def forward_capture(
     finish.pending.update(("write", p.name) for p in writes if p.name not in head_points)
     store: dict[str, torch.Tensor] = {}
     if patch and context is None:
-        context = PatchContext(name="", layer=None, ids=ids, mask=mask)
+        context = context_for(ids, mask)
     with contextlib.ExitStack() as stack:
         stack.enter_context(contextlib.nullcontext() if grad else torch.inference_mode())
         stack.enter_context(eager_attention(adapter.hf, eager))

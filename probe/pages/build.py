@@ -70,8 +70,13 @@ CAPTIONS = {
 }
 
 
+def _hooks(model: Model) -> list[str]:
+    """What a model section shows: the default hooks and the last layer's MLP neurons."""
+    return list(dict.fromkeys(model.default_hooks + [act_name("post", model.n_layers - 1)]))
+
+
 def _run(model: Model, text: str | None) -> Run:
-    hooks = list(dict.fromkeys(model.default_hooks + [act_name("post", model.n_layers - 1)]))
+    hooks = _hooks(model)
     if model.kind == "causal":  # the start token alone when [MASK] opens the text
         return read_left(model, text, hooks)
     return model.run(text, hooks=hooks)
@@ -124,8 +129,7 @@ def model_section(reading: Reading, name: str, k: int = 10) -> Section:
     from probe.cards import card
 
     model = reading.model
-    hooks = list(dict.fromkeys(model.default_hooks + [act_name("post", model.n_layers - 1)]))
-    run = model.run(reading.ids, hooks=hooks)
+    run = model.run(reading.ids, hooks=_hooks(model))
     run.prepend_bos = reading.prepend_bos  # given as ids, read by the rule
     plots = run.plot
     kind_note = {
