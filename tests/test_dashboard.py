@@ -51,8 +51,8 @@ def figure_json(fig) -> dict:
 
 # -- the work, without a browser ----------------------------------------------------------------
 def test_update_shows_the_reports_figures(bench, tiny_gpt, tiny_bert):
-    from probe.analysis.compare import model_text
-    from probe.pages.build import _run
+    from probe.analysis.reading import read_text
+    from probe.pages.build import model_hooks
 
     figs = bench.update([tiny_gpt.name, tiny_bert.name], TEXT, layer=1, head=2)
     assert set(figs) == {
@@ -67,9 +67,9 @@ def test_update_shows_the_reports_figures(bench, tiny_gpt, tiny_bert):
         "residual_norms",
         "neurons",
     }
-    from probe.analysis.compare import Slot, compare
+    from probe.analysis.compare import compare
 
-    run = _run(tiny_gpt, model_text(tiny_gpt, Slot.parse(TEXT, need_mask=False), TEXT))
+    run = read_text(tiny_gpt, TEXT).run(model_hooks(tiny_gpt))
     for view in ("tokens", "logit_lens", "attention_entropy", "residual_norms"):
         assert figure_json(figs[view]) == figure_json(getattr(run.plot, view)()), view
     assert figure_json(figs["attention"]) == figure_json(run.plot.attention(1, 2))
@@ -100,6 +100,9 @@ def test_runs_are_cached_and_a_head_change_redraws_one_figure(tiny_gpt, tiny_ber
     assert bench.stats()["figures_made"] == made + 1  # only the attention figure was drawn
     bench.update([tiny_gpt.name], "The robot must not hurt", 0, 0)
     assert bench.stats()["figures_made"] == made + 1  # and switching back is free
+    calls.clear()
+    bench.update([tiny_gpt.name, tiny_bert.name], "The robot must [MASK] hurt", 0, 0)
+    assert sorted(calls) == sorted([tiny_gpt.name, tiny_bert.name])  # the comparison reads the views' runs
 
 
 def test_focus_moves_predictions_and_outlines_the_token(bench, tiny_gpt):

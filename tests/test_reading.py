@@ -242,3 +242,39 @@ def test_attribute_takes_a_reading_and_records_it(tiny_gpt, tiny_bert):
             torch.tensor(frame["attribution"].to_numpy()), torch.tensor(again["attribution"].to_numpy())
         )
         assert frame.attrs["reading"]["tokens"] == reading.tokens and frame.attrs["tokens"] == again.attrs["tokens"]
+
+
+def test_compare_of_readings_is_compare_and_reuses_the_callers_runs(tiny_gpt, tiny_bert, monkeypatch):
+    from probe.analysis.compare import compare, compare_readings, slot_hooks
+
+    readings = [read_text(m, TEXT) for m in (tiny_gpt, tiny_bert)]
+    runs = [r.run(slot_hooks(r.model)) for r in readings]
+    plain = compare(TEXT, [tiny_gpt, tiny_bert], k=5)
+    calls = []
+    for model in (tiny_gpt, tiny_bert):
+        monkeypatch.setattr(
+            model, "run", lambda *a, _run=model.run, **kw: calls.append(kw.get("hooks")) or _run(*a, **kw)
+        )
+    given = compare_readings(readings, k=5, runs=runs)
+    pd.testing.assert_frame_equal(given, plain)
+    assert given.attrs["read"] == plain.attrs["read"] and given.attrs["layers"] == plain.attrs["layers"]
+    assert calls == [["logits"]] * len(calls) and calls  # only the rescoring runs: the slot runs came from the caller
+    with pytest.raises(InputError, match="different texts"):
+        compare_readings([readings[0], read_text(tiny_bert, "A cat sat on the [MASK].")])
+    with pytest.raises(InputError, match="2 runs for 1 readings"):
+        compare_readings(readings[:1], runs=runs)
+
+
+def test_the_report_runs_each_model_once_on_the_text(tiny_gpt, tiny_bert, tmp_path, monkeypatch):
+    texts = {tiny_gpt.name: [], tiny_bert.name: []}
+    for model in (tiny_gpt, tiny_bert):
+        run = model.run
+
+        def counted(inputs, *a, _run=run, _name=model.name, **kw):
+            if kw.get("hooks") != ["logits"]:  # the rescoring scores filled-in sentences: other texts
+                texts[_name].append(inputs)
+            return _run(inputs, *a, **kw)
+
+        monkeypatch.setattr(model, "run", counted)
+    probe.report(TEXT, [tiny_gpt, tiny_bert], tmp_path / "r.html")
+    assert {name: len(seen) for name, seen in texts.items()} == {tiny_gpt.name: 1, tiny_bert.name: 1}

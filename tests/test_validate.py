@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import probe
-from probe.analysis.compare import Slot, compare, fit_slot, is_word, run_slot
+from probe.analysis.compare import Slot, compare, is_word
+from probe.analysis.reading import fit_slot, run_slot
 from probe.errors import HookNameError, InputError, NoHeadError
 from probe.pages import report
 

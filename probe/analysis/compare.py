@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
 
 from probe import _validate as check
+from probe.analysis.reading import Reading, Slot, fit_slot, read_text
 from probe.core.names import act_name
 from probe.defaults import DEFAULT_TEXT, FALLBACK_MODELS, MASK, default_models
 from probe.errors import InputError, NoHeadError
@@ -31,11 +31,22 @@ from probe.errors import InputError, NoHeadError
 if TYPE_CHECKING:
     from probe.analysis._compare_frame import CompareFrame
     from probe.core.model import Model
+    from probe.core.run import Run
 
 DEFAULT_MODELS = FALLBACK_MODELS  # the bundled pair; compare()/report() default to default_models()
 COLUMNS = ["model", "kind", "method", "rank", "word", "prob", "token", "token_id", "log_prob"]
 
-__all__ = ["compare", "to_word", "is_word", "Slot", "DEFAULT_TEXT", "DEFAULT_MODELS", "MASK", "CompareFrame"]
+__all__ = [
+    "compare",
+    "compare_readings",
+    "to_word",
+    "is_word",
+    "Slot",
+    "DEFAULT_TEXT",
+    "DEFAULT_MODELS",
+    "MASK",
+    "CompareFrame",
+]
 
 
 def __getattr__(name: str):  # CompareFrame subclasses pandas.DataFrame: import pandas only when asked
@@ -78,128 +89,6 @@ def starts_word(piece: str, style: str) -> bool:
     return piece.startswith("Ġ" if style == "bpe" else "▁")
 
 
-# -- the slot ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Slot:
-    """The text around the [MASK]: ``left + space + WORD + right``."""
-
-    left: str
-    space: str
-    right: str
-
-    @classmethod
-    def parse(cls, text: str, need_mask: bool) -> Slot:
-        if not isinstance(text, str) or not text.strip():
-            raise InputError(
-                "no text given; pass a sentence with one [MASK], e.g. 'The robot must [MASK] hurt the human.'"
-            )
-        count = text.count(MASK)
-        if count > 1:
-            raise InputError(
-                f"the text has {count} {MASK} markers; compare and report fill one slot, so keep exactly one "
-                "(for one of several masks: model.run(text).predictions(position=...))"
-            )
-        if count == 0:
-            if need_mask:
-                raise InputError(
-                    f"the text has no {MASK}; masked models fill a slot, so put {MASK} where a word is missing, "
-                    f"e.g. '{DEFAULT_TEXT}'"
-                )
-            return cls(text.rstrip(), " ", "")  # causal models only: the slot is the next word
-        before, after = text.split(MASK)
-        left = before.rstrip()
-        return cls(left, before[len(left) :], after)
-
-    def fill(self, word: str) -> str:
-        return f"{self.left}{self.space}{word}{self.right}"
-
-    def masked_text(self, mask_token: str) -> str:
-        return self.fill(mask_token)
-
-    def cut(self, keep_left: int, keep_right: int, tokenizer) -> Slot:
-        """Keep the last ``keep_left`` tokens of the left text and the first ``keep_right`` of the right."""
-        return Slot(
-            _keep_tokens(self.left, keep_left, tokenizer, end=True),
-            self.space,
-            _keep_tokens(self.right, keep_right, tokenizer, end=False),
-        )
-
-    @property
-    def wants_word_start(self) -> bool:
-        """A filler after a space starts a new word; one glued to the left text may continue it."""
-        return bool(self.space) and bool(self.left)
-
-
-def model_text(model: Model, slot: Slot, text: str) -> str | None:
-    """The text a model reads for the slot: its own mask token in place (masked), or the left context
-    (causal: a GPT only sees what comes before). None means "just the BOS token" (slot at the start)."""
-    if MASK not in text:
-        return text
-    if model.kind == "causal":
-        return slot.left or None
-    mask_token = model.tokenizer.mask_token
-    return slot.masked_text(mask_token) if mask_token else slot.fill("").strip()
-
-
-def _token_offsets(text: str, tokenizer) -> list[tuple[int, int]]:
-    from probe.core.model import quiet_length_warning
-
-    if not text:
-        return []
-    with quiet_length_warning(tokenizer):
-        return tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-
-
-def _keep_tokens(text: str, keep: int, tokenizer, end: bool) -> str:
-    """The last (``end``) or first ``keep`` tokens of ``text``, cut at a token boundary in the string."""
-    offsets = _token_offsets(text, tokenizer)
-    if keep >= len(offsets):
-        return text
-    if keep <= 0:
-        return ""
-    return text[offsets[len(offsets) - keep][0] :] if end else text[: offsets[keep - 1][1]]
-
-
-def fit_slot(
-    model: Model,
-    slot: Slot,
-    texts: Callable[[Slot], list[str]],
-    extra: int = 0,
-    right: bool = True,
-    prepend_bos: bool | None = None,
-) -> Slot:
-    """Cut ``slot``'s left and right text (never the slot) until every text the model reads fits its context.
-
-    Args:
-        texts: the texts the model will read, made from a slot (e.g. the masked sentence).
-        extra: tokens the caller adds to each text (a BOS token put first).
-        right: whether the right text counts; if not, only the left is cut (a GPT's next word).
-
-    Returns:
-        The slot itself when everything fits, else a window around the slot as balanced as the two sides allow.
-    """
-    tok = model.tokenizer
-    for _ in range(50):  # each pass cuts at least the overshoot; more than a few passes never happen
-        longest = max(len(ids) for ids in model._token_ids(texts(slot), prepend_bos)) + extra
-        over = longest - model.n_ctx
-        if over <= 0:
-            return slot
-        n_left = len(_token_offsets(slot.left, tok))
-        n_right = len(_token_offsets(slot.right, tok)) if right else 0
-        total = max(n_left + n_right - over, 0)  # tokens the two sides may keep together
-        if n_right <= total // 2:  # a short side keeps everything, the other side gets the rest
-            keep_right = n_right
-        elif n_left <= total - total // 2:
-            keep_right = total - n_left
-        else:
-            keep_right = total // 2
-        keep_left = total - keep_right
-        if keep_left >= n_left and keep_right >= n_right:  # nothing left to cut: the slot alone is too long
-            break
-        slot = slot.cut(keep_left, keep_right if right else len(_token_offsets(slot.right, tok)), tok)
-    raise InputError(f"the text cannot be cut to fit {model.name}'s context of {model.n_ctx} tokens")
-
-
 # -- per model -----------------------------------------------------------------------------------
 def _load(model: Model | str) -> Model:
     from probe.core.model import Model, load
@@ -211,43 +100,10 @@ def _load(model: Model | str) -> Model:
     return load(model)
 
 
-def run_slot(model: Model, slot: Slot, truncate: bool = False, prepend_bos: bool | None = None) -> Slot:
-    """The slot as ``model`` will read it for its own prediction: cut to its context when ``truncate``."""
-    if not truncate:
-        return slot
-    if model.kind == "causal":  # reads the left side only
-        return fit_slot(model, slot, lambda s: [s.left], right=False, prepend_bos=prepend_bos) if slot.left else slot
-    mask = model.tokenizer.mask_token  # masked models (and encoders, as the report runs them) read the mask
-    return fit_slot(model, slot, lambda s: [s.masked_text(mask) if mask else s.fill("")])
-
-
-def _slot_run(model: Model, slot: Slot, prepend_bos: bool | None = None):
-    """Run the text the model needs at the slot; returns (run, position of the slot's prediction)."""
+def slot_hooks(model: Model) -> list[str]:
+    """What ``compare`` reads of a run: the residual stream into every block, out of the last, and the logits."""
     n = model.n_layers
-    hooks = [act_name("resid_pre", i) for i in range(n)] + [act_name("resid_post", n - 1), "logits"]
-    if model.kind == "masked":
-        mask_token = model.tokenizer.mask_token
-        if mask_token is None:
-            raise InputError(f"{model.name} is masked but its tokenizer has no mask token; it cannot fill a slot")
-        run = model.run(slot.masked_text(mask_token), hooks=hooks)
-        return run, run.mask_position()
-    run = read_left(model, slot.left, hooks, prepend_bos)
-    return run, run.lengths[0] - 1
-
-
-def read_left(model: Model, left: str | None, hooks: list[str], prepend_bos: bool | None = None):
-    """A causal model's run on the text left of the slot, read by the one rule; an empty left side is the
-    start token alone (the context before a document's first word), or an error where there is none."""
-    try:
-        run = model.run(model.document_ids(left, prepend_bos), hooks=hooks)
-    except InputError:
-        if left:
-            raise
-        raise InputError(
-            f"{MASK} opens the text, so {model.name} has no left context; put a word before {MASK}"
-        ) from None
-    run.prepend_bos = model.reads_bos(prepend_bos)  # given as ids, read by the rule
-    return run
+    return [act_name("resid_pre", i) for i in range(n)] + [act_name("resid_post", n - 1), "logits"]
 
 
 def word_distribution(model: Model, logits: torch.Tensor, k: int, slot: Slot) -> list[dict]:
@@ -487,32 +343,55 @@ def compare(
         >>> frame[frame.method == "masked"].head()
         >>> frame.attrs["agreement"]
     """
-    from probe.analysis._compare_frame import CompareFrame
 
     check_order(text, models, "compare")
     rescore, truncate = check.boolean(rescore, "rescore"), check.boolean(truncate, "truncate")
     loaded = load_models(models, k)
     for m in loaded:
-        if m.kind == "encoder":
-            raise NoHeadError(
-                f"{m.name} is an encoder without a language-model head, so it cannot fill a slot; "
-                "compare causal or masked LMs (e.g. tiny-gpt, tiny-bert)"
-            )
-    slot = Slot.parse(text, need_mask=any(m.kind == "masked" for m in loaded))
-    names = _unique_names(loaded)
+        _fills_slots(m)
+    Slot.parse(text, need_mask=any(m.kind == "masked" for m in loaded))  # the text's faults before any model work
+    readings = [read_text(m, text, truncate=truncate, prepend_bos=prepend_bos) for m in loaded]
+    return compare_readings(readings, k=k, rescore=rescore, truncate=truncate)
 
+
+def compare_readings(
+    readings: Sequence[Reading],
+    k: int = 10,
+    rescore: bool = True,
+    truncate: bool = False,
+    runs: Sequence[Run | None] | None = None,
+) -> CompareFrame:
+    """``compare`` on texts already read (``probe.analysis.reading.read_text``, one per model, the same
+    text): nothing is parsed or tokenised again. ``runs``: each reading's run when the caller has one with
+    ``slot_hooks(model)`` in it (the report's model sections), so the model is not run twice."""
+    from probe.analysis._compare_frame import CompareFrame
+
+    if not readings:
+        raise InputError("no models given; pass at least one, e.g. ['tiny-gpt', 'tiny-bert']")
+    text = readings[0].text
+    if any(r.text != text for r in readings):
+        raise InputError("compare reads one text with every model; these readings are of different texts")
+    check.integer(k, "k", minimum=1)
+    runs = list(runs) if runs is not None else [None] * len(readings)
+    if len(runs) != len(readings):
+        raise InputError(f"got {len(runs)} runs for {len(readings)} readings; give one per reading, or none")
+    names = _unique_names([r.model for r in readings])
     rows: list[dict] = []
     layers: list[dict] = []
     truncated: list[str] = []
     read: dict[str, dict] = {}
-    for name, model in zip(names, loaded, strict=True):
-        fitted = run_slot(model, slot, truncate, prepend_bos)
-        if fitted != slot:
+    for name, reading, run in zip(names, readings, runs, strict=True):
+        model = reading.model
+        _fills_slots(model)
+        if reading.truncated:
             truncated.append(name)
-        run, pos = _slot_run(model, fitted, prepend_bos)
-        read[name] = {"prepend_bos": model.reads_bos(prepend_bos), "tokens": run.token_strs()}
+        needed = slot_hooks(model)
+        if run is None or not all(h in run for h in needed):
+            run = reading.run(needed)
+        pos = reading.position
+        read[name] = {"prepend_bos": reading.prepend_bos, "tokens": reading.tokens}
         method = "masked" if model.kind == "masked" else "next_token"
-        words = word_distribution(model, run.logits_at(pos), k, slot)
+        words = word_distribution(model, run.logits_at(pos), k, reading.parsed or reading.slot)
         rows += [{"model": name, "kind": model.kind, "method": method, **w} for w in words]
         if words:
             lens = run.logit_lens(k=1, position=pos, target=int(words[0]["token_id"])).drop_duplicates("layer")
@@ -531,15 +410,16 @@ def compare(
                 )
     if rescore:
         candidates = list(dict.fromkeys(r["word"] for r in rows))
-        for name, model in zip(names, loaded, strict=True):
+        for name, reading in zip(names, readings, strict=True):
+            model = reading.model
             if model.kind != "causal" or not candidates:
                 continue
-            fitted = slot
+            slot = fitted = reading.parsed or reading.slot
             if truncate:
-                fitted = fit_slot(model, slot, lambda s: [s.fill(w) for w in candidates], prepend_bos=prepend_bos)
+                fitted = fit_slot(model, slot, lambda s: [s.fill(w) for w in candidates])
                 if fitted != slot and name not in truncated:
                     truncated.append(name)
-            scores = sentence_log_probs(model, [fitted.fill(w) for w in candidates], prepend_bos=prepend_bos)
+            scores = sentence_log_probs(model, [fitted.fill(w) for w in candidates])
             top = max(scores)
             norm = math.log(sum(math.exp(s - top) for s in scores)) + top
             ranked = sorted(zip(candidates, scores), key=lambda ws: -ws[1])
@@ -563,6 +443,17 @@ def compare(
         text=text, k=k, models=names, read=read, agreement=agreement(rows, k), layers=layers, truncated=truncated
     )
     return frame
+
+
+def _fills_slots(model: Model) -> None:
+    """Raise unless ``model`` can fill a slot: it has a language-model head, and a mask token if masked."""
+    if model.kind == "encoder":
+        raise NoHeadError(
+            f"{model.name} is an encoder without a language-model head, so it cannot fill a slot; "
+            "compare causal or masked LMs (e.g. tiny-gpt, tiny-bert)"
+        )
+    if model.kind == "masked" and model.tokenizer.mask_token is None:
+        raise InputError(f"{model.name} is masked but its tokenizer has no mask token; it cannot fill a slot")
 
 
 def _pieces(model: Model, word: str) -> str:

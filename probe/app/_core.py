@@ -27,6 +27,7 @@ from probe.errors import InputError, LoadError
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
+    from probe.analysis.reading import Reading
     from probe.core.model import Model
     from probe.core.run import Run
 
@@ -146,6 +147,7 @@ class Workbench:
         # one lock per offered model, made now so that no two threads ever make two locks for one model
         self._locks = {name: threading.RLock() for name in self.offered}
         self._loaded: dict[str, Model] = {}
+        self._readings = _LRU(64)  # what each model reads of a text, tokenised once
         self._runs = _LRU(8)  # a run holds every position's logits (50 MB at 256 tokens of SmolLM2): keep few
         self._figures = _LRU(512)
 
@@ -202,30 +204,43 @@ class Workbench:
             raise InputError(f"the text has {len(text):,} characters; the dashboard takes at most {MAX_CHARS:,}")
         return text
 
-    def read_text(self, model: Model, text: str) -> str | None:
-        """What ``model`` reads for ``text`` (as in the report): masked models their own mask token, causal
-        models the left context of [MASK]; None means just the BOS token. Checks the length cap."""
-        from probe.analysis.compare import Slot, model_text
+    def read_text(self, model: Model, text: str) -> Reading:
+        """What ``model`` reads of ``text``, as in the report (``probe.analysis.reading.read_text``): masked
+        models their own mask token, causal models the left context of [MASK] (``.read`` None: just the start
+        token). Checks the page's length cap; a text past the model's context is said in the page's words."""
+        from probe.analysis.reading import Slot, model_text, read_text
 
-        slot = Slot.parse(text, need_mask=model.kind == "masked")
-        read = model_text(model, slot, text)
-        if read is not None:
-            n = len(model.tokenize(read))  # the tokens it reads, start token included (Model.prepend_bos)
-            cap = min(self.max_tokens, model.n_ctx)
+        cap = min(self.max_tokens, model.n_ctx)
+        why = f"{model.name}'s context" if cap == model.n_ctx else "the dashboard's limit (--max-tokens)"
+        try:
+            reading = read_text(model, text)
+        except InputError:  # too long for the model? say it as the page does (this path alone tokenises twice)
+            read = model_text(model, Slot.parse(text, need_mask=model.kind == "masked"), text)
+            n = len(model.tokenize(read)) if read is not None else 0
             if n > cap:
-                why = f"{model.name}'s context" if cap == model.n_ctx else "the dashboard's limit (--max-tokens)"
-                raise InputError(f"the text is {n} tokens for {model.name}, more than {cap} ({why}); shorten it")
-        return read
+                raise InputError(
+                    f"the text is {n} tokens for {model.name}, more than {cap} ({why}); shorten it"
+                ) from None
+            raise
+        n = reading.ids.shape[1]  # the tokens it reads, start token included (Model.prepend_bos)
+        if reading.read is not None and n > cap:
+            raise InputError(f"the text is {n} tokens for {model.name}, more than {cap} ({why}); shorten it")
+        return reading
+
+    def reading(self, name: str, text: str) -> Reading:
+        """``read_text`` of model ``name``, cached by (model, text): every view of a text starts from it."""
+        text = self.check_text(text)
+        model = self.model(name)
+        return self._readings.get_or_make((name, text), lambda: self.read_text(model, text))
 
     # -- runs and figures ----------------------------------------------------------------------
     def run(self, name: str, text: str) -> Run:
         """The run of model ``name`` on ``text`` (cached by (model, text)); the same hooks as the report."""
-        from probe.pages.build import _run
+        from probe.pages.build import model_hooks
 
-        text = self.check_text(text)
-        model = self.model(name)
         with self._locks[name]:
-            return self._runs.get_or_make((name, text), lambda: _run(model, self.read_text(model, text)))
+            reading = self.reading(name, text)
+            return self._runs.get_or_make((name, text), lambda: reading.run(model_hooks(reading.model)))
 
     def _figure(self, key: tuple, names: Iterable[str], make: Callable[[], go.Figure]) -> go.Figure:
         with self._holding(names):
@@ -275,7 +290,7 @@ class Workbench:
 
         ``rescore`` adds the report's third kind of panel (each causal model scores every candidate filled
         into the whole sentence); it costs a forward pass per candidate word, so the page asks for it."""
-        from probe.analysis.compare import compare
+        from probe.analysis.compare import compare_readings
 
         text = self.check_text(text)
         names = list(dict.fromkeys(self.check_name(n) for n in names))
@@ -283,13 +298,15 @@ class Workbench:
         usable = {n: m for n, m in ((n, self.model(n)) for n in names) if m.kind != "encoder"}
         if not usable:
             raise InputError("pick at least one model with a language-model head to compare")
-        for m in usable.values():
-            self.read_text(m, text)  # the length cap and [MASK] rules, with the page's wording
+        readings = [self.reading(n, text) for n in usable]  # the length cap and [MASK] rules, in the page's words
         key = ("compare", tuple(usable), text, bool(rescore))
         with self._holding(usable):
-            frame = self._figures.get_or_make(
-                key, lambda: compare(text, list(usable.values()), k=TOP_K, rescore=bool(rescore))
-            )
+
+            def make():  # the model views' runs (cached) hold what the comparison reads: no second forward
+                runs = [self.run(n, text) for n in usable]
+                return compare_readings(readings, k=TOP_K, rescore=bool(rescore), runs=runs)
+
+            frame = self._figures.get_or_make(key, make)
             return {
                 "comparison": self._figures.get_or_make(key + ("plot",), frame.plot),
                 "compare_layers": self._figures.get_or_make(key + ("layers",), frame.plot_layers),
@@ -340,10 +357,8 @@ class Workbench:
         """``probe.viz.attribution(probe.attribute(model, text))``: how much each token raised the model's
         top prediction at the slot (the analysis's defaults)."""
         attribute, draw = self._why("attribution")
-        text = self.check_text(text)
-        model = self.model(name)
-        read = self._read_or_fail(model, text)
-        make = lambda: draw(attribute(model, read))  # noqa: E731
+        reading = self._read_or_fail(name, text)
+        make = lambda: draw(attribute(reading.model, reading))  # noqa: E731
         return self._figure(("attribution", name, text), [name], make)
 
     def patching(self, name: str, clean: str, corrupted: Any) -> go.Figure:
@@ -356,9 +371,9 @@ class Workbench:
         clean = self.check_text(clean)
         if not isinstance(corrupted, str) or not corrupted.strip():
             raise InputError("type a corrupted sentence to patch from: the same sentence with a word changed")
-        corrupted = self.check_text(corrupted)
         model = self.model(name)
-        read_clean, read_corrupted = self._read_or_fail(model, clean), self._read_or_fail(model, corrupted)
+        clean_reading, bad_reading = self._read_or_fail(name, clean), self._read_or_fail(name, corrupted)
+        read_clean, read_corrupted = clean_reading.read, bad_reading.read
         if read_clean == read_corrupted:
             raise InputError(
                 f"{model.name} reads the same text from both sentences ({read_clean!r}); change a word it reads"
@@ -366,8 +381,8 @@ class Workbench:
             )
 
         def make():  # as probe.report's patching section: the two texts' top answers, the residual stream
-            answer = int(model.run(read_clean, hooks=["logits"]).logits_at().argmax())
-            rival = int(model.run(read_corrupted, hooks=["logits"]).logits_at().argmax())
+            answer = int(self.run(name, clean).logits_at(clean_reading.position).argmax())
+            rival = int(self.run(name, corrupted).logits_at(bad_reading.position).argmax())
             metric = ("logit_diff", answer, rival) if rival != answer else ("logprob", answer)
             return draw(patching(model, read_clean, read_corrupted, metric=metric, over="resid_pre"))
 
@@ -379,13 +394,14 @@ class Workbench:
             raise InputError(f"this install has no {view} (it comes with probe's interventions)")
         return found
 
-    def _read_or_fail(self, model: Model, text: str) -> str:
+    def _read_or_fail(self, name: str, text: str) -> Reading:
+        model = self.model(name)
         if model.kind == "encoder":
             raise InputError(f"{model.name} is an encoder without a language-model head: nothing to explain")
-        read = self.read_text(model, text)
-        if read is None:
+        reading = self.reading(name, text)
+        if reading.read is None:
             raise InputError(f"{MASK} opens the text, so {model.name} has no words before it to explain")
-        return read
+        return reading
 
     # -- small helpers -------------------------------------------------------------------------
     @staticmethod
@@ -426,8 +442,8 @@ class Workbench:
         if not names:
             raise InputError("pick at least one model")
         models = [self.model(n) for n in names]
-        for m in models:
-            self.read_text(m, text)
+        for n in names:
+            self.reading(n, text)
         with self._holding(names):
             return report(text, models, path, k=TOP_K)
 

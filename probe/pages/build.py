@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from probe.analysis.compare import DEFAULT_TEXT, MASK, Slot, read_left
+from probe.analysis.compare import DEFAULT_TEXT, MASK, Slot
 from probe.analysis.reading import Reading, read_text
 from probe.core.names import act_name
 from probe.errors import InputError
@@ -70,16 +70,9 @@ CAPTIONS = {
 }
 
 
-def _hooks(model: Model) -> list[str]:
+def model_hooks(model: Model) -> list[str]:
     """What a model section shows: the default hooks and the last layer's MLP neurons."""
     return list(dict.fromkeys(model.default_hooks + [act_name("post", model.n_layers - 1)]))
-
-
-def _run(model: Model, text: str | None) -> Run:
-    hooks = _hooks(model)
-    if model.kind == "causal":  # the start token alone when [MASK] opens the text
-        return read_left(model, text, hooks)
-    return model.run(text, hooks=hooks)
 
 
 def reads_note(run: Run) -> str:
@@ -121,16 +114,16 @@ def _card_rows(card: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows[:80]
 
 
-def model_section(reading: Reading, name: str, k: int = 10) -> Section:
+def model_section(reading: Reading, name: str, k: int = 10, run: Run | None = None) -> Section:
     """Card, tokens, predictions, logit lens, attention and activations of one model on the text, as
-    ``reading`` (``probe.analysis.reading``) says the model reads it."""
+    ``reading`` (``probe.analysis.reading``) says the model reads it; ``run``: ``reading.run(model_hooks(model))``
+    when the caller has it already."""
     import pandas as pd
 
     from probe.cards import card
 
     model = reading.model
-    run = model.run(reading.ids, hooks=_hooks(model))
-    run.prepend_bos = reading.prepend_bos  # given as ids, read by the rule
+    run = run if run is not None else reading.run(model_hooks(model))
     plots = run.plot
     kind_note = {
         "causal": "A causal (GPT-style) model reads left to right"
@@ -343,17 +336,20 @@ def report(
     loaded = [m.reading(prepend_bos) for m in load_models(models, k)]
     Slot.parse(text, need_mask=any(m.kind == "masked" for m in loaded))  # the text's errors before any model work
     readings = [read_text(m, text, truncate=truncate) for m in loaded]  # parsed and tokenised once per model
+    runs = [r.run(model_hooks(r.model)) for r in readings]  # one forward each, for the comparison and the sections
     names = _unique_names(loaded)
     sections = []
     answer = ""
-    usable = [m for m in loaded if m.kind != "encoder"]
     if len(loaded) > 1:
-        from probe.analysis.compare import compare
+        from probe.analysis.compare import compare_readings
 
-        frame = compare(text, usable, k=k, rescore=True, truncate=truncate) if usable else None
+        usable = [(r, run) for r, run in zip(readings, runs, strict=True) if r.model.kind != "encoder"]
+        frame = None
+        if usable:
+            frame = compare_readings([r for r, _ in usable], k=k, truncate=truncate, runs=[run for _, run in usable])
         answer = answer_text(frame) if frame is not None else ""
         sections.append(comparison_section(loaded, text, k, truncate, frame=frame))
-    sections += [model_section(r, n, k) for r, n in zip(readings, names, strict=True)]
+    sections += [model_section(r, n, k, run) for r, n, run in zip(readings, names, runs, strict=True)]
     sections += why_sections(extra, readings, names, text, corrupted)
     for i, s in enumerate(sections):
         s.id = s.id or f"model-{i}"
