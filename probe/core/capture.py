@@ -52,6 +52,14 @@ class Finish:
             if not pending:
                 raise StopForward
 
+    def done_all(self, keys: frozenset) -> None:
+        """``done`` for every key of a group at once (one set operation per hook, not one call per point)."""
+        pending = self.pending
+        if not pending.isdisjoint(keys):
+            pending -= keys
+            if not pending:
+                raise StopForward
+
 
 def picked(point: Point, value, lead: torch.Size | None) -> torch.Tensor:
     """``point.pick(value)`` with tokens restored to [batch, pos, ...] where the module sees them flattened."""
@@ -129,52 +137,54 @@ class _Session:
     def __init__(self, store, finish, offload, lead):
         self.store, self.finish, self.offload, self.lead = store, finish, offload, lead
 
-    def keep(self, group: tuple[Point, ...], value) -> None:
+    def keep(self, group: tuple[Point, ...], names: frozenset, value) -> None:
         store, offload, lead = self.store, self.offload, self.lead
         for point in group:
             v = picked(point, value, lead)
             store[point.name] = v if offload is None else v.to(offload)
-        for point in group:
-            self.finish.done(point.name)
+        self.finish.done_all(names)  # after every point of the group is stored
 
 
 class _ReadOut:
     """A module's output hook (a small class rather than a closure, so a model that carries it pickles)."""
 
-    __slots__ = ("readers", "group")
+    __slots__ = ("readers", "group", "names")
 
     def __init__(self, readers: Readers, group: tuple[Point, ...]):
         self.readers, self.group = readers, group
+        self.names = frozenset(p.name for p in group)
 
     def __call__(self, module, args, out):
         session = self.readers.session
         if session is not None:
-            session.keep(self.group, out)
+            session.keep(self.group, self.names, out)
 
 
 class _ReadIn(_ReadOut):
     def __call__(self, module, args):
         session = self.readers.session
         if session is not None:
-            session.keep(self.group, args[0])
+            session.keep(self.group, self.names, args[0])
 
 
 class _ReadCall(_ReadOut):
     """A pre-hook with the call's kwargs: plain inputs and points derived from the call (rotary q/k)."""
 
-    __slots__ = ("plain", "derived")
+    __slots__ = ("plain", "derived", "plain_names", "derived_names")
 
     def __init__(self, readers: Readers, group: tuple[Point, ...]):
         super().__init__(readers, group)
         self.plain = tuple(p for p in group if p.side == "in")
         self.derived = tuple(p for p in group if p.side == "kwargs")
+        self.plain_names = frozenset(p.name for p in self.plain)
+        self.derived_names = frozenset(p.name for p in self.derived)
 
     def __call__(self, module, args, kwargs):
         session = self.readers.session
         if session is not None:
             if self.plain:
-                session.keep(self.plain, args[0])
-            session.keep(self.derived, (args, kwargs))
+                session.keep(self.plain, self.plain_names, args[0])
+            session.keep(self.derived, self.derived_names, (args, kwargs))
 
 
 def resolve_names(patterns: Iterable[str], hook_names: list[str], model_name: str) -> list[str]:
