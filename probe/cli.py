@@ -174,7 +174,7 @@ def report(
     section: Annotated[
         list[str] | None,
         typer.Option(
-            "--section", "-s", help="Extra section: attribution, patching, factors or cka; repeat for several."
+            "--section", "-s", help="Extra section: attribution, dla, patching, factors or cka; repeat for several."
         ),
     ] = None,
     corrupted: Annotated[
@@ -517,6 +517,48 @@ def attribute(
     keys += ("prepend_bos", "tokens")
     title = f"{a['model']}: attribution of {a['target']!r} ({method}); log-prob {a['target_value']:.3f}"
     _print_frame(frame, title, csv, as_json, {k: a[k] for k in keys} | {"convergence_delta": a["convergence_delta"]})
+
+
+@app.command()
+@_errors_as_one_line
+def dla(
+    text: Annotated[str, typer.Argument(help="Text (masked models: with [MASK]).")],
+    target: Annotated[str, typer.Option("--target", "-t", help="The token whose logit to split (one token).")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model name, folder or hub id; default: the best installed (masked for [MASK])."
+        ),
+    ] = None,
+    contrast: Annotated[
+        str | None, typer.Option("--contrast", "-c", help="Split target - contrast instead (one token).")
+    ] = None,
+    unit: Annotated[str, typer.Option("--unit", "-u", help="component, layer, head or neuron.")] = "component",
+    position: Annotated[int | None, typer.Option("--position", help="Position (default: last / [MASK]).")] = None,
+    k: Annotated[int, typer.Option("--k", "-k", help="Neurons per layer (--unit neuron).")] = 10,
+    csv: Annotated[bool, typer.Option("--csv", help="Print the frame as CSV.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the totals and rows as JSON.")] = False,
+) -> None:
+    """Which components write TARGET (over CONTRAST) at the slot? Direct logit attribution, adding up to the
+    model's own logit difference.
+
+    Examples:
+
+      probe dla "The robot must not hurt the" -m tiny-gpt --target " human" --contrast " robot" --unit head
+
+      probe dla "The robot must [MASK] hurt the human." -m tiny-bert -t not -c also --csv
+    """
+    from probe.analysis.dla import dla as run_dla
+    from probe.core.model import load
+
+    if csv and as_json:
+        _fail("choose one of --csv and --json")
+    frame = run_dla(load(_one_model(model, text)), text, target, contrast=contrast, unit=unit, position=position, k=k)
+    a = frame.attrs
+    keys = ("model", "unit", "target", "contrast", "position", "token", "logit_diff", "constant", "error")
+    what = repr(a["target"]) + (f" - {a['contrast']!r}" if a["contrast"] is not None else "")
+    title = f"{a['model']}: direct logit attribution of {what} at {a['token']!r}; logit difference {a['logit_diff']:.3f}, constant {a['constant']:.3f}"
+    _print_frame(frame, title, csv, as_json, {key: a[key] for key in keys})
 
 
 @app.command()

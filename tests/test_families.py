@@ -421,3 +421,20 @@ def test_patches_write_back_through_every_point_kind(case, hook):
     assert zeroed[hook].abs().max() == 0
     # (random weights make attention nearly uniform, so zeroing q moves the logits only a little)
     assert (zeroed["logits"] - plain["logits"]).abs().max() > 0
+
+
+def test_direct_logit_attribution_adds_up(case):
+    """probe.dla on every family: the writes plus the constant make the model's own logit difference,
+    heads included (grouped-query heads, fused q|k|v, parallel blocks, post-LN masked models)."""
+    m = case.model
+    text = "The robot must [MASK] hurt the human." if m.kind == "masked" else "The robot must not hurt the"
+    target, contrast = (m.tokenizer.encode(w, add_special_tokens=False)[-1] for w in (" human", " robot"))
+    if case.name == "opt_350m_shape":  # post-LN OPT has no final norm to freeze: said, not guessed
+        with pytest.raises(probe.ProbeError, match="no final norm"):
+            probe.dla(m, text, target)
+        return
+    for unit in ("component", "head"):
+        frame = probe.dla(m, text, target, contrast=contrast, unit=unit)
+        total = frame["attribution"].sum() + frame.attrs["constant"]
+        assert total == pytest.approx(frame.attrs["logit_diff"], abs=1e-4), unit
+    assert frame["head"].notna().sum() == m.n_layers * m.n_heads

@@ -49,6 +49,17 @@ def test_headline_comparison_carries_not(smollm2, minilm_mlm):
 
 
 @pytest.mark.parametrize("name", ["smollm2", "minilm_mlm"])
+def test_direct_logit_attribution_adds_up_on_real_weights(name, request):
+    model = request.getfixturevalue(name)
+    for unit in ("component", "head"):
+        frame = probe.dla(model, ROBOT, " not", contrast=" also", unit=unit)
+        total = frame["attribution"].sum() + frame.attrs["constant"]
+        assert total == pytest.approx(frame.attrs["logit_diff"], abs=1e-3 * max(1, abs(frame.attrs["logit_diff"])))
+    assert frame.attrs["logit_diff"] > 0  # both models put "not" over "also" here
+    assert frame["attribution"].abs().max() > 0.05 * abs(frame.attrs["logit_diff"])  # a real split, not noise
+
+
+@pytest.mark.parametrize("name", ["smollm2", "minilm_mlm"])
 def test_verify_passes_on_real_weights(name, request):
     model = request.getfixturevalue(name)
     table = probe.verify(model)

@@ -22,12 +22,13 @@ if TYPE_CHECKING:
     from probe.core.run import Run
 
 
-def target_id(model, target: str | int) -> int:
-    """A word or token id -> one token id; words try the spaced form first (" not" for BPE models)."""
+def target_id(model, target: str | int, what: str = "target") -> int:
+    """A word or token id -> one token id; words try the spaced form first (" not" for BPE models).
+    ``what`` names the argument in errors ("contrast")."""
     target = check.target(target)
     if isinstance(target, int):
         if not 0 <= target < model.vocab_size:
-            raise InputError(f"target id {target} is outside {model.name}'s vocabulary (0..{model.vocab_size - 1})")
+            raise InputError(f"{what} id {target} is outside {model.name}'s vocabulary (0..{model.vocab_size - 1})")
         return target
     tok = model.tokenizer
     word = target.strip()
@@ -37,7 +38,7 @@ def target_id(model, target: str | int) -> int:
             return ids[0]
     pieces = model.to_str_tokens(tries[0])
     raise InputError(
-        f"target {target!r} is {len(pieces)} tokens for {model.name} ({pieces}); pass one token or a token id"
+        f"{what} {target!r} is {len(pieces)} tokens for {model.name} ({pieces}); pass one token or a token id"
     )
 
 

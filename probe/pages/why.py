@@ -1,6 +1,7 @@
-"""Optional report sections that ask *why*: attribution, activation patching, neuron factors, CKA.
+"""Optional report sections that ask *why*: attribution, direct logit attribution, activation patching,
+neuron factors, CKA.
 
-``probe.report(..., sections=["attribution", "patching", "factors", "cka"])`` adds one section per
+``probe.report(..., sections=["attribution", "dla", "patching", "factors", "cka"])`` adds one section per
 name, after the model sections. Each reads the same text the model sections read (a causal model sees
 the left context of the [MASK]) and goes through the same escaped blocks as every other section.
 """
@@ -18,13 +19,19 @@ from probe.pages.html import Section, figure_block, note_block, table_block
 if TYPE_CHECKING:
     from probe.core.model import Model
 
-SECTIONS = ("attribution", "patching", "factors", "cka")
+SECTIONS = ("attribution", "dla", "patching", "factors", "cka")
 
 CAPTIONS = {
     "attribution": "Integrated gradients: how much each token of the text raised (red) or lowered (blue) the "
     "log-probability of the model's answer {target}, relative to the same text with those tokens replaced by "
     "the {baseline} token. The values add up to the log-probability gained ({span:+.3f}; convergence error "
     "{delta:.1e}). Special tokens and the slot itself are held fixed and get 0.",
+    "dla": "Direct logit attribution of {target} over {contrast} (the model's two most likely answers at the "
+    "slot): what each attention head, each layer's attention bias and each MLP writes along the direction that "
+    "separates them, read through the final norm frozen at this run's scale{head}. Red pushes {target}, blue "
+    "{contrast}. The writes, the embeddings ({embeds}) and a constant ({constant:+.3f}: biases no component "
+    "writes) add up to the model's own logit difference, {logit_diff:+.3f}.",
+    "dla_top": "The {n} writes with the largest share, heads and MLPs together.",
     "patching": "Activation patching: the corrupted text is run with one clean residual-stream vector put back "
     "(one layer, one position at a time). 1 means that vector alone restores the clean behaviour ({metric}), 0 "
     "means it does nothing. Columns are the clean text's tokens.",
@@ -84,6 +91,43 @@ def attribution_section(readings: list[Reading], names: list[str]) -> Section:
             delta=abs(a["convergence_delta"]),
         )
         section.blocks.append(figure_block(attribution(frame), f"{name}: attribution of {a['target']!r}", caption))
+    return section
+
+
+def dla_section(readings: list[Reading], names: list[str]) -> Section:
+    from probe.analysis.dla import dla
+    from probe.viz.dla import dla as view
+
+    section = Section(
+        title="Why: direct logit attribution",
+        intro="Which heads and MLPs write each model's answer over its runner-up, directly into the output.",
+        id="dla",
+    )
+    for reading, name in zip(readings, names):
+        model = reading.model
+        if model.kind == "encoder":
+            section.blocks.append(note_block(f"{name}: no language-model head, so no logits to attribute."))
+            continue
+        _read(reading)
+        logits = reading.run(["logits"])["logits"][0, reading.position]
+        target, contrast = (int(i) for i in logits.topk(2).indices)
+        frame = dla(model, reading, target, contrast=contrast, unit="head")
+        a = frame.attrs
+        embeds = frame[frame["layer"].isna()]
+        caption = CAPTIONS["dla"].format(
+            target=repr(a["target"]),
+            contrast=repr(a["contrast"]),
+            head=" (and, in a masked model, through every later LayerNorm and the MLM head's transform)"
+            if model.kind == "masked"
+            else "",
+            embeds=", ".join(f"{c} {v:+.3f}" for c, v in zip(embeds["component"], embeds["attribution"], strict=True)),
+            constant=a["constant"],
+            logit_diff=a["logit_diff"],
+        )
+        title = f"{name}: {a['target']!r} over {a['contrast']!r}"
+        section.blocks.append(figure_block(view(frame), title, caption))
+        top = frame.assign(size=frame["attribution"].abs()).nlargest(10, "size")[["component", "attribution"]]
+        section.blocks.append(table_block(top, f"{name}: largest writes", CAPTIONS["dla_top"].format(n=len(top))))
     return section
 
 
@@ -182,6 +226,8 @@ def why_sections(
     for name in sections:
         if name == "attribution":
             out.append(attribution_section(readings, names))
+        elif name == "dla":
+            out.append(dla_section(readings, names))
         elif name == "patching":
             out.append(patching_section(readings, names, text, corrupted))
         elif name == "factors":

@@ -3,7 +3,7 @@
 One module per view: ``tokens``, ``predictions`` (+ ``generation``), ``lens`` (``logit_lens``,
 ``lens_target``), ``attention`` (one head, grid, head picker, entropy), ``activations`` (residual norms,
 neurons), ``compare``, and the "why" views that take a frame: ``attribution`` (coloured text),
-``patching`` (layers x positions/heads), ``factors`` (tokens by dominant factor) and ``cka`` (layer
+``dla`` (direct logit attribution per head, MLP or neuron), ``patching`` (layers x positions/heads), ``factors`` (tokens by dominant factor) and ``cka`` (layer
 similarity). Plotly itself is imported only when a figure is built.
 
 >>> run = probe.load("tiny-gpt").run("The robot must not hurt the human.")
@@ -19,6 +19,7 @@ from probe.viz.attention import attention, attention_entropy, attention_grid, at
 from probe.viz.attribution import attribution
 from probe.viz.cka import cka
 from probe.viz.compare import compare_layers, comparison
+from probe.viz.dla import dla
 from probe.viz.factors import factors
 from probe.viz.lens import lens_table, lens_target, logit_lens
 from probe.viz.patching import patching
@@ -48,6 +49,7 @@ __all__ = [
     "comparison",
     "compare_layers",
     "attribution",
+    "dla",
     "patching",
     "factors",
     "cka",

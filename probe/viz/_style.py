@@ -179,6 +179,25 @@ def rounded(array: np.ndarray, digits: int = 4) -> np.ndarray:
     return np.round(np.asarray(array, dtype=np.float32), digits)
 
 
+def diverging_heatmap(z: np.ndarray, hover: np.ndarray, bound: float, colorbar: str):
+    """A heatmap centred on 0 (red up, blue down) from -bound to bound, hover text per cell, thin gaps."""
+    import plotly.graph_objects as go
+
+    bound = bound or 1.0
+    return go.Heatmap(
+        z=rounded(z),
+        customdata=hover,
+        hovertemplate="%{customdata}<extra></extra>",
+        colorscale=DIVERGING,
+        zmid=0,
+        zmin=-bound,
+        zmax=bound,
+        colorbar={"title": {"text": colorbar}},
+        xgap=1,
+        ygap=1,
+    )
+
+
 def compact_list(array: np.ndarray, digits: int = 3) -> list:
     """``array`` rounded to ``digits`` decimals as nested lists for JSON, exact 0 and 1 written as ints
     ("0" not "0.0": half of a causal model's attention pattern is masked-out zeros)."""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from probe.errors import InputError
-from probe.viz._style import DIVERGING, cell_size, esc, figure, labels, rounded, tick_font
+from probe.viz._style import cell_size, diverging_heatmap, esc, figure, labels, tick_font
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,7 +27,6 @@ def patching(frame: pd.DataFrame, value: str = "normalized_effect") -> go.Figure
     Example:
         >>> probe.viz.patching(probe.patching(gpt, clean, corrupted)).show()
     """
-    import plotly.graph_objects as go
 
     if frame is None or len(frame) == 0 or value not in frame or "layer" not in frame:
         raise InputError("patching() takes the frame probe.patching returns")
@@ -71,18 +70,5 @@ def patching(frame: pd.DataFrame, value: str = "normalized_effect") -> go.Figure
             "title": {"text": "layer"},
         },
     )
-    fig.add_trace(
-        go.Heatmap(
-            z=rounded(z),
-            customdata=hover,
-            hovertemplate="%{customdata}<extra></extra>",
-            colorscale=DIVERGING,
-            zmid=0,
-            zmin=-(bound or 1.0),
-            zmax=bound or 1.0,
-            colorbar={"title": {"text": "restored" if value == "normalized_effect" else "effect"}},
-            xgap=1,
-            ygap=1,
-        )
-    )
+    fig.add_trace(diverging_heatmap(z, hover, bound, "restored" if value == "normalized_effect" else "effect"))
     return fig

@@ -12,6 +12,8 @@ embeddings alone), ``blocks.{i}.attn.o.hook_out`` (W_O z + b_O) and ``blocks.{i}
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from probe.core.adapters.base import Adapter, Point
@@ -65,6 +67,11 @@ class BertAdapter(Adapter):
     def head_norm(self):
         """The LM head's LayerNorm (``ln_final.hook_normalized``), or None without a head."""
         return self.hf.cls.predictions.transform.LayerNorm if self.kind == "masked" else None
+
+    def mlm_transform(self) -> tuple[torch.nn.Module, Callable, torch.nn.Module]:
+        """The MLM head before its decoder: (dense, activation, LayerNorm)."""
+        t = self.hf.cls.predictions.transform
+        return t.dense, t.transform_act_fn, t.LayerNorm
 
     def body_inputs(self, ids: torch.Tensor, mask: torch.Tensor) -> dict:
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}

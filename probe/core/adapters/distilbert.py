@@ -58,6 +58,10 @@ class DistilBertAdapter(Adapter):
             pts.append(Point("ln_final.hook_normalized", self.hf.vocab_layer_norm))
         return pts
 
+    def mlm_transform(self):
+        """The MLM head before its decoder: (dense, activation, LayerNorm)."""
+        return self.hf.vocab_transform, self.hf.activation, self.hf.vocab_layer_norm
+
     def body_inputs(self, ids: torch.Tensor, mask: torch.Tensor) -> dict:
         return {"input_ids": ids, "attention_mask": mask}
 

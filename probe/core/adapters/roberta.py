@@ -25,6 +25,11 @@ class RobertaAdapter(BertAdapter):
     def head_norm(self):
         return self.hf.lm_head.layer_norm if self.kind != "encoder" else None
 
+    def mlm_transform(self):
+        from transformers.activations import gelu  # what RobertaLMHead calls
+
+        return self.hf.lm_head.dense, gelu, self.hf.lm_head.layer_norm
+
     def head(self, resid: torch.Tensor) -> torch.Tensor:
         if self.kind == "encoder":
             return super(BertAdapter, self).head(resid)
