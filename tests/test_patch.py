@@ -33,6 +33,10 @@ def test_a_pattern_patch_acts_through_v(tiny):
     assert torch.equal(run["blocks.1.attn.hook_pattern"], eye)
     torch.testing.assert_close(run["blocks.1.attn.hook_z"], run["blocks.1.attn.hook_v"], **TOL)
     assert not torch.allclose(run["logits"], tiny.run(text, hooks=["logits"])["logits"])
+    # captured alone, the patched pattern is still what comes back (GPT-2's re-run used to end the pass
+    # with the re-run's own, unpatched, weights stored)
+    alone = tiny.run(text, hooks=["blocks.1.attn.hook_pattern"], patch={"blocks.1.attn.hook_pattern": eye})
+    assert torch.equal(alone["blocks.1.attn.hook_pattern"], eye)
 
 
 def test_positions_index_real_tokens_under_right_padding(tiny_gpt):

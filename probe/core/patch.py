@@ -174,7 +174,7 @@ def writers_on(
     internal: dict[str, torch.Tensor] = {}  # hook_v of layers whose pattern is patched
     need_v = {_pattern_parts(n)[0] for n in patches if n.endswith("attn.hook_pattern")}
     overrides: dict[str, torch.Tensor] = {}  # hook_z values computed from patched patterns
-    rerunning: set[int] = set()
+    rerunning: dict[int, torch.Tensor] = {}  # modules being run again, with the pattern they must return
 
     def write(point: Point, value):
         """Patch (or override) the value; return the module's new value (None: unchanged)."""
@@ -192,8 +192,8 @@ def writers_on(
         return point.put(value, new.flatten(0, 1) if point.flat else new)
 
     def write_pattern(point: Point, module, args, kwargs, out):
-        if id(module) in rerunning:
-            return None
+        if id(module) in rerunning:  # the rerun's own output carries the patched pattern too: readers there see it
+            return point.put(out, rerunning[id(module)])
         pattern = point.pick(out)  # [batch, head, q, k]
         if pattern is None:
             raise PatchError(f"'{point.name}' is not computed by this attention kernel; it cannot be patched")
@@ -203,11 +203,11 @@ def writers_on(
         overrides[z_name] = _mix(new, internal[v_name])
         z_module = by_name[z_name].module
         if any(m is z_module for m in module.modules()):  # z was already used: recompute the module's output
-            rerunning.add(id(module))
+            rerunning[id(module)] = new
             try:
                 out = module(*args, **kwargs)
             finally:
-                rerunning.discard(id(module))
+                del rerunning[id(module)]
         fired.add(point.name)
         finish.done(("write", point.name))
         return point.put(out, new)
