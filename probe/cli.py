@@ -174,7 +174,9 @@ def report(
     section: Annotated[
         list[str] | None,
         typer.Option(
-            "--section", "-s", help="Extra section: attribution, dla, patching, factors or cka; repeat for several."
+            "--section",
+            "-s",
+            help="Extra section: attribution, dla, heads, patching, factors or cka; repeat for several.",
         ),
     ] = None,
     corrupted: Annotated[
@@ -559,6 +561,46 @@ def dla(
     what = repr(a["target"]) + (f" - {a['contrast']!r}" if a["contrast"] is not None else "")
     title = f"{a['model']}: direct logit attribution of {what} at {a['token']!r}; logit difference {a['logit_diff']:.3f}, constant {a['constant']:.3f}"
     _print_frame(frame, title, csv, as_json, {key: a[key] for key in keys})
+
+
+@app.command()
+@_errors_as_one_line
+def heads(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name, folder or hub id.")] = None,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option("--kind", "-k", help="previous_token, induction, duplicate_token or first_token; repeat."),
+    ] = None,
+    length: Annotated[int, typer.Option("--length", help="Random tokens per copy.")] = 24,
+    batch: Annotated[int, typer.Option("--batch", help="Sequences averaged over.")] = 8,
+    top: Annotated[int, typer.Option("--top", help="Heads per kind in the table (all with --csv/--json).")] = 5,
+    csv: Annotated[bool, typer.Option("--csv", help="Print the frame as CSV.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the settings and rows as JSON.")] = False,
+) -> None:
+    """Which heads attend to the previous token, the first token, an earlier copy, or the token after it
+    (induction)? Scored on repeated random tokens, as TransformerLens's head detector.
+
+    Examples:
+
+      probe heads -m tiny-gpt
+
+      probe heads -m smollm2-135m --kind induction --top 10
+    """
+    from probe.analysis.heads import KINDS, head_scores
+    from probe.core.model import load
+
+    if csv and as_json:
+        _fail("choose one of --csv and --json")
+    if model is None:
+        from probe.defaults import default_models
+
+        model = default_models()[0][0]
+    frame = head_scores(load(model), kinds=tuple(kind) if kind else KINDS, length=length, batch=batch)
+    a = frame.attrs
+    if not (csv or as_json):
+        frame = frame.sort_values(["kind", "score"], ascending=[True, False]).groupby("kind", sort=False).head(top)
+    title = f"{a['model']}: head detectors on {a['batch']} x 2 x {a['length']} repeated random tokens"
+    _print_frame(frame, title, csv, as_json, {k: a[k] for k in ("model", "length", "batch", "seed", "chance")})
 
 
 @app.command()

@@ -48,6 +48,14 @@ def test_headline_comparison_carries_not(smollm2, minilm_mlm):
     assert {"not", "never"} & set(rescored[:2]), rescored
 
 
+def test_smollm2_has_the_heads_readme_names(smollm2):
+    scores = probe.head_scores(smollm2).set_index(["kind", "layer", "head"])["score"]
+    assert scores["previous_token", 16, 0] > 0.8 and scores["induction", 18, 6] > 0.35
+    assert scores["first_token", 18, 8] > 0.95
+    best = scores["induction"].max()
+    assert best > 10 * probe.head_scores(smollm2, kinds=["induction"], batch=1).attrs["chance"]["induction"]
+
+
 @pytest.mark.parametrize("name", ["smollm2", "minilm_mlm"])
 def test_direct_logit_attribution_adds_up_on_real_weights(name, request):
     model = request.getfixturevalue(name)

@@ -1,7 +1,7 @@
 """Optional report sections that ask *why*: attribution, direct logit attribution, activation patching,
 neuron factors, CKA.
 
-``probe.report(..., sections=["attribution", "dla", "patching", "factors", "cka"])`` adds one section per
+``probe.report(..., sections=["attribution", "dla", "heads", "patching", "factors", "cka"])`` adds one section per
 name, after the model sections. Each reads the same text the model sections read (a causal model sees
 the left context of the [MASK]) and goes through the same escaped blocks as every other section.
 """
@@ -19,7 +19,7 @@ from probe.pages.html import Section, figure_block, note_block, table_block
 if TYPE_CHECKING:
     from probe.core.model import Model
 
-SECTIONS = ("attribution", "dla", "patching", "factors", "cka")
+SECTIONS = ("attribution", "dla", "heads", "patching", "factors", "cka")
 
 CAPTIONS = {
     "attribution": "Integrated gradients: how much each token of the text raised (red) or lowered (blue) the "
@@ -32,6 +32,10 @@ CAPTIONS = {
     "{contrast}. The writes, the embeddings ({embeds}) and a constant ({constant:+.3f}: biases no component "
     "writes) add up to the model's own logit difference, {logit_diff:+.3f}.",
     "dla_top": "The {n} writes with the largest share, heads and MLPs together.",
+    "heads": "Head detectors on {batch} sequences of {length} random tokens written twice: the share of each "
+    "head's attention on the previous token, on an earlier copy of the current token, on the token after that "
+    "copy (induction: the copy mechanism of in-context learning) and on the first token (the attention sink). "
+    "A head attending uniformly would score the share in each panel's title.",
     "patching": "Activation patching: the corrupted text is run with one clean residual-stream vector put back "
     "(one layer, one position at a time). 1 means that vector alone restores the clean behaviour ({metric}), 0 "
     "means it does nothing. Columns are the clean text's tokens.",
@@ -128,6 +132,22 @@ def dla_section(readings: list[Reading], names: list[str]) -> Section:
         section.blocks.append(figure_block(view(frame), title, caption))
         top = frame.assign(size=frame["attribution"].abs()).nlargest(10, "size")[["component", "attribution"]]
         section.blocks.append(table_block(top, f"{name}: largest writes", CAPTIONS["dla_top"].format(n=len(top))))
+    return section
+
+
+def heads_section(readings: list[Reading], names: list[str]) -> Section:
+    from probe.analysis.heads import head_scores
+    from probe.viz.heads import head_scores as view
+
+    section = Section(
+        title="Why: head detectors",
+        intro="Which heads copy, look back one token or park their attention on the first token; the text does not matter here.",
+        id="heads",
+    )
+    for reading, name in zip(readings, names):
+        frame = head_scores(reading.model)
+        caption = CAPTIONS["heads"].format(batch=frame.attrs["batch"], length=frame.attrs["length"])
+        section.blocks.append(figure_block(view(frame), f"{name}: head detectors", caption))
     return section
 
 
@@ -228,6 +248,8 @@ def why_sections(
             out.append(attribution_section(readings, names))
         elif name == "dla":
             out.append(dla_section(readings, names))
+        elif name == "heads":
+            out.append(heads_section(readings, names))
         elif name == "patching":
             out.append(patching_section(readings, names, text, corrupted))
         elif name == "factors":

@@ -3,7 +3,7 @@
 One module per view: ``tokens``, ``predictions`` (+ ``generation``), ``lens`` (``logit_lens``,
 ``lens_target``), ``attention`` (one head, grid, head picker, entropy), ``activations`` (residual norms,
 neurons), ``compare``, and the "why" views that take a frame: ``attribution`` (coloured text),
-``dla`` (direct logit attribution per head, MLP or neuron), ``patching`` (layers x positions/heads), ``factors`` (tokens by dominant factor) and ``cka`` (layer
+``dla`` (direct logit attribution per head, MLP or neuron), ``head_scores`` (head detectors), ``patching`` (layers x positions/heads), ``factors`` (tokens by dominant factor) and ``cka`` (layer
 similarity). Plotly itself is imported only when a figure is built.
 
 >>> run = probe.load("tiny-gpt").run("The robot must not hurt the human.")
@@ -21,6 +21,7 @@ from probe.viz.cka import cka
 from probe.viz.compare import compare_layers, comparison
 from probe.viz.dla import dla
 from probe.viz.factors import factors
+from probe.viz.heads import head_scores
 from probe.viz.lens import lens_table, lens_target, logit_lens
 from probe.viz.patching import patching
 from probe.viz.predictions import generation, predictions
@@ -50,6 +51,7 @@ __all__ = [
     "compare_layers",
     "attribution",
     "dla",
+    "head_scores",
     "patching",
     "factors",
     "cka",
