@@ -621,12 +621,19 @@ def patch(
         str | None, typer.Option("--wrong", help="The corrupted answer; default the corrupted run's top token.")
     ] = None,
     over: Annotated[str, typer.Option("--over", help="resid_pre, attn_out, mlp_out or heads.")] = "resid_pre",
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method", help="exact (one patched run per unit), atp (gradient estimate) or ig (integrated, EAP-IG)."
+        ),
+    ] = "exact",
     csv: Annotated[bool, typer.Option("--csv", help="Print the frame as CSV.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the values and rows as JSON.")] = False,
     prepend_bos: BosOpt = True,
 ) -> None:
     """Activation patching: which layer and position (or head) carries the difference between CLEAN and
-    CORRUPTED? Metric: logit(answer) - logit(wrong) at the slot.
+    CORRUPTED? Metric: logit(answer) - logit(wrong) at the slot. --method atp/ig estimates every unit from
+    gradients (attribution patching) instead of running each patch.
 
     Examples:
 
@@ -634,22 +641,29 @@ def patch(
 
       probe patch "The robot must [MASK] hurt the human." "The robot will [MASK] hurt the human." -m tiny-bert --over heads --csv
     """
+    from probe.analysis.atp import attribution_patching
     from probe.analysis.intervene import patching
     from probe.analysis.lens import target_id
     from probe.core.model import load
 
     if csv and as_json:
         _fail("choose one of --csv and --json")
+    if method not in ("exact", "atp", "ig"):
+        _fail(f"--method {method!r} is not one of exact, atp, ig")
     m = load(_one_model(model, clean)).reading(prepend_bos)
     if m.kind == "encoder":
         _fail(f"{m.name} has no language-model head, so there is no answer to patch; use a causal or masked LM")
     a = target_id(m, answer) if answer else int(m.run(clean, hooks=["logits"]).logits_at().argmax())
     b = target_id(m, wrong) if wrong else int(m.run(corrupted, hooks=["logits"]).logits_at().argmax())
     metric = ("logit_diff", a, b) if a != b else ("logprob", a)
-    frame = patching(m, clean, corrupted, metric=metric, over=over)
+    if method == "exact":
+        frame = patching(m, clean, corrupted, metric=metric, over=over)
+    else:
+        frame = attribution_patching(m, clean, corrupted, metric=metric, over=over, method=method)
     at = frame.attrs
     keys = ("model", "clean", "corrupted", "metric", "over", "clean_value", "corrupted_value")
-    title = f"{at['model']}: patching {over}, {at['metric']} clean {at['clean_value']:.3f} corrupted {at['corrupted_value']:.3f}"
+    keys += ("method", "n_steps") if method != "exact" else ()
+    title = f"{at['model']}: {'patching' if method == 'exact' else method + ' estimate of patching'} {over}, {at['metric']} clean {at['clean_value']:.3f} corrupted {at['corrupted_value']:.3f}"
     _print_frame(frame, title, csv, as_json, {k: at[k] for k in keys})
 
 

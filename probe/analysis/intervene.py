@@ -200,12 +200,27 @@ def steer(
     return model.run(text, hooks=hooks, patch=patch)
 
 
-def metric_fn(model: Model, metric) -> tuple[Callable[[torch.Tensor], float], str]:
-    """("logit_diff", a, b) | ("logit", a) | ("prob", a) | ("logprob", a) | fn(logits [vocab]) -> float."""
+def metric_fn(model: Model, metric, differentiable: bool = False) -> tuple[Callable[[torch.Tensor], float], str]:
+    """("logit_diff", a, b) | ("logit", a) | ("prob", a) | ("logprob", a) | fn(logits [vocab]) -> float.
+
+    ``differentiable``: the function returns a 0-d tensor in the logits' graph (attribution patching), and a
+    given function must return one too."""
     from probe.analysis.lens import target_id
 
     if callable(metric):
-        return (lambda logits: float(metric(logits))), getattr(metric, "__name__", "metric")
+        name = getattr(metric, "__name__", "metric")
+        if not differentiable:
+            return (lambda logits: float(metric(logits))), name
+
+        def tensor_metric(logits):
+            value = metric(logits)
+            if not isinstance(value, torch.Tensor):
+                raise InputError(
+                    f"metric {name} returned {type(value).__name__}; return a tensor (no float()) to differentiate it"
+                )
+            return value
+
+        return tensor_metric, name
     kinds = {"logit_diff": 3, "logit": 2, "prob": 2, "logprob": 2}
     if not (isinstance(metric, (tuple, list)) and metric and metric[0] in kinds and len(metric) == kinds[metric[0]]):
         raise InputError(
@@ -216,12 +231,32 @@ def metric_fn(model: Model, metric) -> tuple[Callable[[torch.Tensor], float], st
     ids = [target_id(model, w) for w in words]
     label = f"{kind}({', '.join(repr(model.to_str_tokens([i])[0]) for i in ids)})"
     if kind == "logit_diff":
-        return (lambda lg: float(lg[ids[0]] - lg[ids[1]])), label
-    if kind == "logit":
-        return (lambda lg: float(lg[ids[0]])), label
-    if kind == "prob":
-        return (lambda lg: float(lg.float().softmax(-1)[ids[0]])), label
-    return (lambda lg: float(lg.float().log_softmax(-1)[ids[0]])), label
+        fn = lambda lg: lg[ids[0]].float() - lg[ids[1]].float()  # noqa: E731
+    elif kind == "logit":
+        fn = lambda lg: lg[ids[0]].float()  # noqa: E731
+    elif kind == "prob":
+        fn = lambda lg: lg.float().softmax(-1)[ids[0]]  # noqa: E731
+    else:
+        fn = lambda lg: lg.float().log_softmax(-1)[ids[0]]  # noqa: E731
+    return (fn if differentiable else lambda lg: float(fn(lg))), label
+
+
+def pair_runs(model: Model, clean: str, corrupted: str, clean_hooks: list[str], bad_hooks: list[str], positions=None):
+    """The clean and corrupted runs of a patching experiment, checked to line up: (clean run, corrupted run,
+    the slot's position, the positions to patch: ``positions`` resolved, default every one)."""
+    clean_run = model.run(clean, hooks=clean_hooks + [LOGITS])
+    bad_run = model.run(corrupted, hooks=bad_hooks + [LOGITS])
+    n = clean_run.lengths[0]
+    if bad_run.lengths[0] != n:
+        raise InputError(
+            f"clean and corrupted texts must have the same number of tokens for {model.name} "
+            f"({n} vs {bad_run.lengths[0]}); change words one for one"
+        )
+    slot = clean_run.position_of(None)
+    if bad_run.position_of(None) != slot:
+        raise InputError("clean and corrupted texts must have [MASK] at the same token position")
+    pos = list(range(n)) if positions is None else [clean_run.position_of(p) for p in positions]
+    return clean_run, bad_run, slot, pos
 
 
 def patching(
@@ -265,18 +300,7 @@ def patching(
     score, label = metric_fn(model, metric)
     layers = [_check_layer(model, la) for la in (range(model.n_layers) if layers is None else layers)]
     hooks = [OVER[over].format(layer=la) for la in layers]
-    clean_run = model.run(clean, hooks=hooks + [LOGITS])
-    bad_run = model.run(corrupted, hooks=[LOGITS])
-    n = clean_run.lengths[0]
-    if bad_run.lengths[0] != n:
-        raise InputError(
-            f"clean and corrupted texts must have the same number of tokens for {model.name} "
-            f"({n} vs {bad_run.lengths[0]}); change words one for one"
-        )
-    slot = clean_run.position_of(None)
-    if bad_run.position_of(None) != slot:
-        raise InputError("clean and corrupted texts must have [MASK] at the same token position")
-    pos = list(range(n)) if positions is None else [clean_run.position_of(p) for p in positions]
+    clean_run, bad_run, slot, pos = pair_runs(model, clean, corrupted, hooks, [], positions)
     clean_value, bad_value = score(clean_run.logits_at(slot)), score(bad_run.logits_at(slot))
     span = clean_value - bad_value
     toks = clean_run.token_strs(0)

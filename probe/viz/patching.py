@@ -15,10 +15,12 @@ if TYPE_CHECKING:
 
 
 def patching(frame: pd.DataFrame, value: str = "normalized_effect") -> go.Figure:
-    """Heatmap of ``probe.patching``'s frame: rows are layers, columns positions (tokens) or heads.
+    """Heatmap of ``probe.patching``'s frame (or ``probe.attribution_patching``'s): rows are layers, columns
+    positions (tokens) or heads.
 
     Args:
-        frame: [layer, position, token, effect, normalized_effect] or [layer, head, ...].
+        frame: [layer, position, token, effect, normalized_effect] or [layer, head, ...]; an attribution
+            patching frame has estimate and normalized_estimate instead, and is drawn from those.
         value: "normalized_effect" (1 = the clean behaviour fully restored) or "effect".
 
     Returns:
@@ -28,6 +30,8 @@ def patching(frame: pd.DataFrame, value: str = "normalized_effect") -> go.Figure
         >>> probe.viz.patching(probe.patching(gpt, clean, corrupted)).show()
     """
 
+    if frame is not None and value not in frame and value.replace("effect", "estimate") in frame:
+        value = value.replace("effect", "estimate")  # attribution patching: its estimate of the same thing
     if frame is None or len(frame) == 0 or value not in frame or "layer" not in frame:
         raise InputError("patching() takes the frame probe.patching returns")
     by_head = "head" in frame
@@ -52,7 +56,7 @@ def patching(frame: pd.DataFrame, value: str = "normalized_effect") -> go.Figure
     )
     what = esc(a.get("over", ""))
     fig = figure(
-        title=f"{esc(a.get('model', ''))}: activation patching ({what}), {esc(a.get('metric', ''))}",
+        title=f"{esc(a.get('model', ''))}: {esc(_kind(a))} ({what}), {esc(a.get('metric', ''))}",
         width=int(220 + cell * len(units)),
         height=160 + 34 * len(layers),
         xaxis={
@@ -70,5 +74,15 @@ def patching(frame: pd.DataFrame, value: str = "normalized_effect") -> go.Figure
             "title": {"text": "layer"},
         },
     )
-    fig.add_trace(diverging_heatmap(z, hover, bound, "restored" if value == "normalized_effect" else "effect"))
+    bar = "restored" if value.startswith("normalized") else value
+    fig.add_trace(diverging_heatmap(z, hover, bound, bar))
     return fig
+
+
+def _kind(attrs: dict) -> str:
+    method = attrs.get("method")
+    if method is None:
+        return "activation patching"
+    return (
+        "attribution patching" if method == "atp" else f"attribution patching, integrated over {attrs['n_steps']} steps"
+    )
