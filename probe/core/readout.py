@@ -136,3 +136,24 @@ def value_bias(adapter: Adapter, layer: int, shape: torch.Size) -> torch.Tensor:
         v = point.pick(point.module(x))
     v = _f64(v).reshape(-1, shape[-1])  # [kv heads, d_head]
     return v.repeat_interleave(shape[0] // v.shape[0], dim=0)
+
+
+def head_write(adapter: Adapter, layer: int, head: int, z: torch.Tensor) -> torch.Tensor:
+    """[batch, pos, d_model] what one head writes into the residual stream: its slice of ``attn.hook_z``
+    ([batch, pos, heads, d_head]) through W_O, without the output bias (which no head owns)."""
+    module = adapter.point_map[f"blocks.{layer}.attn.hook_z"].module
+    only = torch.zeros_like(z)
+    only[..., head, :] = z[..., head, :]
+    flat = only.flatten(-2)
+    with torch.no_grad():
+        return module(flat) - module(torch.zeros_like(flat))
+
+
+def head_inputs(adapter: Adapter, layer: int, component: str, resid: torch.Tensor) -> torch.Tensor:
+    """[batch, pos, heads, d_head] the ``attn.hook_{component}`` (q, k or v) that layer ``layer`` would compute
+    from residual stream ``resid`` [batch, pos, d_model]: through its attention norm (pre-LN) and projection."""
+    point = adapter.point_map[f"blocks.{layer}.attn.hook_{component}"]
+    norm = None if adapter.block_form == "post_ln" else attn_norm(adapter.blocks[layer])
+    with torch.no_grad():
+        x = norm(resid) if norm is not None else resid
+        return point.pick(point.module(x))

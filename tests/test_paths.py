@@ -1,0 +1,132 @@
+"""probe.path_patching: the direct path from one head into another's q, k or v input, equal to
+TransformerLens 4's ``get_act_patch_direct_path`` and to the same edit made by hand; refused where a head
+has no path of its own (post-LN) or no input of its own (grouped-query k/v)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import probe
+from probe.analysis.reading import read_text
+from probe.errors import InputError
+
+CLEAN, BAD = "The robot must not hurt the", "The human must not hurt the"
+METRIC = ("logit_diff", " human", " robot")
+
+
+@pytest.fixture(scope="module")
+def loud_gpt(tmp_path_factory):
+    """A tiny GPT-2 initialised 10x wider than usual, so one head's path moves the logits measurably."""
+    from conftest import _save, _tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(2)
+    tok = _tokenizer("gpt")
+    cfg = GPT2Config(
+        vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=3, n_head=4, n_inner=64, initializer_range=0.2
+    )
+    path = _save(GPT2LMHeadModel(cfg).eval(), tok, tmp_path_factory.mktemp("loud-gpt"))
+    return path, probe.load(path)
+
+
+@pytest.mark.parametrize("component", ["q", "k", "v"])
+def test_equals_transformerlens_direct_path(loud_gpt, component):
+    tiny_gpt_path, tiny_gpt = loud_gpt
+    pytest.importorskip("transformer_lens")
+    from transformer_lens import patching
+    from transformer_lens.model_bridge import TransformerBridge
+
+    ours = probe.path_patching(tiny_gpt, CLEAN, BAD, sender=(0, 1), metric=METRIC, component=component)
+    bridge = TransformerBridge.boot_transformers(
+        tiny_gpt_path, hf_model=copy.deepcopy(tiny_gpt.hf), tokenizer=tiny_gpt.tokenizer
+    )
+    clean_ids, bad_ids = read_text(tiny_gpt, CLEAN).ids, read_text(tiny_gpt, BAD).ids
+    with torch.no_grad():  # TL multiplies the cached z by its W_O: inference tensors would refuse that
+        _, clean_cache = bridge.run_with_cache(clean_ids)
+        _, bad_cache = bridge.run_with_cache(bad_ids)
+    t, u = (tiny_gpt.tokenizer.encode(w)[0] for w in (" human", " robot"))
+    theirs = patching.get_act_patch_direct_path(
+        bridge,
+        bad_ids,
+        clean_cache,
+        bad_cache,
+        lambda lg: lg[0, -1, t] - lg[0, -1, u],
+        0,
+        1,
+        component=component,
+        verbose=False,
+    )
+    assert len(ours) == (tiny_gpt.n_layers - 1) * tiny_gpt.n_heads
+    assert ours["effect"].abs().max() > 1e-3
+    for row in ours.itertuples():
+        assert row.value == pytest.approx(theirs[row.layer, row.head].item(), abs=1e-5)
+
+
+def test_equals_the_same_edit_made_by_hand(loud_gpt):
+    """Sender 0.1's write, z_1 @ W_O[rows of head 1], added to block 1's input as head 3 alone reads it
+    (its own ln_1, its own query columns), and nowhere else."""
+    tiny_gpt = loud_gpt[1]
+    frame = probe.path_patching(tiny_gpt, CLEAN, BAD, sender=(0, 1), receivers=[(1, 3)], metric=METRIC)
+    assert abs(frame["effect"].item()) > 1e-3
+    hf = tiny_gpt.hf.transformer
+    d, h = tiny_gpt.d_model, tiny_gpt.n_heads
+    dh = d // h
+    clean = tiny_gpt.run(CLEAN, hooks=["blocks.0.attn.hook_z"])
+    bad = tiny_gpt.run(BAD, hooks=["blocks.0.attn.hook_z", "blocks.1.hook_resid_pre", "logits"])
+    w_o = hf.h[0].attn.c_proj.weight[dh : 2 * dh]  # Conv1D: [in, out]; head 1's rows
+    with torch.no_grad():
+        delta = (clean["blocks.0.attn.hook_z"][0, :, 1] - bad["blocks.0.attn.hook_z"][0, :, 1]) @ w_o
+        q = hf.h[1].attn.c_attn(hf.h[1].ln_1(bad["blocks.1.hook_resid_pre"][0] + delta))[:, :d]
+        q3 = q.unflatten(-1, (h, dh))[:, 3]
+
+    def put(value, ctx):
+        value[0, :, 3] = q3
+        return value
+
+    by_hand = tiny_gpt.run(bad.ids, hooks=["logits"], patch={"blocks.1.attn.hook_q": put})
+    t, u = (tiny_gpt.tokenizer.encode(w)[0] for w in (" human", " robot"))
+    expected = float(by_hand["logits"][0, -1, t] - by_hand["logits"][0, -1, u])
+    assert frame["value"].item() == pytest.approx(expected, abs=1e-5)
+    assert frame["effect"].item() == pytest.approx(expected - frame.attrs["corrupted_value"], abs=1e-5)
+    assert frame.attrs["sender"] == (0, 1)
+
+
+def test_grouped_query_heads_take_q_but_not_k(tiny_llama_path):
+    llama = probe.load(tiny_llama_path)
+    frame = probe.path_patching(llama, CLEAN, BAD, sender=(0, 0), metric=METRIC)
+    assert len(frame) == llama.n_heads and frame["value"].notna().all()
+    with pytest.raises(InputError, match="grouped-query"):
+        probe.path_patching(llama, CLEAN, BAD, sender=(0, 0), metric=METRIC, component="k")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sender": (-1, 0)}, "last layer"),
+        ({"sender": (0, 0), "receivers": [(0, 2)]}, "does not come after"),
+        ({"sender": (0, 0), "component": "z"}, "not one of q, k, v"),
+        ({"sender": 3}, "must be a \\(layer, head\\) pair"),
+        ({"sender": (0, 9)}, "sender head 9 is out of range"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tiny_gpt, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        probe.path_patching(tiny_gpt, CLEAN, BAD, metric=METRIC, **kwargs)
+
+
+def test_post_ln_models_are_refused_with_the_reason(tiny_bert):
+    with pytest.raises(InputError, match="post-LN"):
+        probe.path_patching(tiny_bert, "The robot must [MASK] hurt.", "The human must [MASK] hurt.", sender=(0, 0))
+
+
+def test_readme_snippet_runs_as_printed():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    code = next(b for b in readme.split("```python\n")[1:] if "probe.path_patching(" in b).split("```")[0]
+    scope = {"probe": probe, "gpt": probe.load("tiny-gpt"), "clean": "The robot must not hurt the"}
+    scope["corrupt"] = "The robot will not hurt the"
+    exec(compile(code, "README.md", "exec"), scope)
