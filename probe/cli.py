@@ -152,6 +152,12 @@ ModelOpt = Annotated[
     typer.Option("--model", "-m", help="Model name, local checkpoint folder or hub id; repeat for several."),
 ]
 # the one reading of a text, as in the API (Model.prepend_bos)
+CleanArg = Annotated[str, typer.Argument(help="The clean text.")]
+CorruptedArg = Annotated[str, typer.Argument(help="The same text with a word changed (same number of tokens).")]
+AnswerOpt = Annotated[str | None, typer.Option("--answer", help="The clean answer; default the clean run's top token.")]
+WrongOpt = Annotated[
+    str | None, typer.Option("--wrong", help="The corrupted answer; default the corrupted run's top token.")
+]
 BosOpt = Annotated[
     bool,
     typer.Option(
@@ -176,7 +182,7 @@ def report(
         typer.Option(
             "--section",
             "-s",
-            help="Extra section: attribution, dla, heads, patching, factors or cka; repeat for several.",
+            help="Extra section: attribution, dla, heads, patching, circuit, factors or cka; repeat for several.",
         ),
     ] = None,
     corrupted: Annotated[
@@ -565,6 +571,67 @@ def dla(
 
 @app.command()
 @_errors_as_one_line
+def circuit(
+    clean: CleanArg,
+    corrupted: CorruptedArg,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model name, folder or hub id; default: the best installed causal LM."),
+    ] = None,
+    answer: AnswerOpt = None,
+    wrong: WrongOpt = None,
+    edges: Annotated[str, typer.Option("--edges", "-e", help="Edges to keep (largest first), or 'all'.")] = "20",
+    ablation: Annotated[str, typer.Option("--ablation", help="corrupted or mean.")] = "corrupted",
+    method: Annotated[str, typer.Option("--method", help="How edges are scored: atp or ig.")] = "atp",
+    csv: Annotated[bool, typer.Option("--csv", help="Print the kept edges as CSV.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print faithfulness, values and kept edges as JSON.")] = False,
+) -> None:
+    """Which edges carry the difference between CLEAN and CORRUPTED, and how much of it do they carry alone?
+    Edge attribution patching, then the clean text with every other edge ablated (faithfulness).
+
+    Examples:
+
+      probe circuit "The robot must not hurt the" "The robot will not hurt the" -m tiny-gpt --edges 30
+
+      probe circuit "When Mary and John went to the store, John gave a drink to" "When Mary and John went to the store, Mary gave a drink to" -m smollm2-135m --answer " Mary" --wrong " John" --json
+    """
+    from probe.analysis.circuit import circuit as find_circuit
+    from probe.core.model import load
+
+    if csv and as_json:
+        _fail("choose one of --csv and --json")
+    if edges != "all" and not edges.isdigit():
+        _fail(f"--edges {edges!r} is not a number of edges or 'all'")
+    m = load(_one_model(model, clean))
+    if m.kind == "encoder":
+        _fail(f"{m.name} has no language-model head, so there is no answer to trace; use a causal LM")
+    metric = _answer_metric(m, clean, corrupted, answer, wrong)
+    found = find_circuit(
+        m, clean, corrupted, metric, edges="all" if edges == "all" else int(edges), ablation=ablation, method=method
+    )
+    at = found.attrs
+    title = (
+        f"{found.model}: {len(found.edges)} of {at['total_edges']} edges, {at['metric']}, faithfulness "
+        f"{found.faithfulness:.3f} (clean {found.values['clean']:.3f}, corrupted {found.values['corrupted']:.3f}, "
+        f"circuit {found.values['circuit']:.3f})"
+    )
+    keys = (
+        "model",
+        "clean",
+        "corrupted",
+        "metric",
+        "method",
+        "ablation",
+        "edges",
+        "total_edges",
+        "faithfulness",
+        "values",
+    )
+    _print_frame(found.edges, title, csv, as_json, {k: at[k] for k in keys})
+
+
+@app.command()
+@_errors_as_one_line
 def heads(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model name, folder or hub id.")] = None,
     kind: Annotated[
@@ -603,23 +670,29 @@ def heads(
     _print_frame(frame, title, csv, as_json, {k: a[k] for k in ("model", "length", "batch", "seed", "chance")})
 
 
+def _answer_metric(m, clean: str, corrupted: str, answer: str | None, wrong: str | None) -> tuple:
+    """logit(answer) - logit(wrong) at the slot, each default the text's own top token (the log-probability
+    of the answer when both are the same token)."""
+    from probe.analysis.lens import target_id
+
+    a = target_id(m, answer) if answer else int(m.run(clean, hooks=["logits"]).logits_at().argmax())
+    b = target_id(m, wrong) if wrong else int(m.run(corrupted, hooks=["logits"]).logits_at().argmax())
+    return ("logit_diff", a, b) if a != b else ("logprob", a)
+
+
 @app.command()
 @_errors_as_one_line
 def patch(
-    clean: Annotated[str, typer.Argument(help="The clean text.")],
-    corrupted: Annotated[str, typer.Argument(help="The same text with a word changed (same number of tokens).")],
+    clean: CleanArg,
+    corrupted: CorruptedArg,
     model: Annotated[
         str | None,
         typer.Option(
             "--model", "-m", help="Model name, folder or hub id; default: the best installed (masked for [MASK])."
         ),
     ] = None,
-    answer: Annotated[
-        str | None, typer.Option("--answer", help="The clean answer; default the clean run's top token.")
-    ] = None,
-    wrong: Annotated[
-        str | None, typer.Option("--wrong", help="The corrupted answer; default the corrupted run's top token.")
-    ] = None,
+    answer: AnswerOpt = None,
+    wrong: WrongOpt = None,
     over: Annotated[str, typer.Option("--over", help="resid_pre, attn_out, mlp_out or heads.")] = "resid_pre",
     method: Annotated[
         str,
@@ -643,7 +716,6 @@ def patch(
     """
     from probe.analysis.atp import attribution_patching
     from probe.analysis.intervene import patching
-    from probe.analysis.lens import target_id
     from probe.core.model import load
 
     if csv and as_json:
@@ -653,9 +725,7 @@ def patch(
     m = load(_one_model(model, clean)).reading(prepend_bos)
     if m.kind == "encoder":
         _fail(f"{m.name} has no language-model head, so there is no answer to patch; use a causal or masked LM")
-    a = target_id(m, answer) if answer else int(m.run(clean, hooks=["logits"]).logits_at().argmax())
-    b = target_id(m, wrong) if wrong else int(m.run(corrupted, hooks=["logits"]).logits_at().argmax())
-    metric = ("logit_diff", a, b) if a != b else ("logprob", a)
+    metric = _answer_metric(m, clean, corrupted, answer, wrong)
     if method == "exact":
         frame = patching(m, clean, corrupted, metric=metric, over=over)
     else:

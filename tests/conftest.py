@@ -271,3 +271,23 @@ def chromium_dom(path: Path, tmp_path: Path) -> tuple[str, str]:
 
 def console_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if ":CONSOLE" in line]
+
+
+def tl_bridge(model, path):
+    """TransformerLens 4's bridge over a copy of ``model``'s weights (booting changes the HF model it wraps)."""
+    import copy
+
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_transformers(path, hf_model=copy.deepcopy(model.hf), tokenizer=model.tokenizer)
+
+
+def tl_logit_diff(model, a: str, b: str):
+    """TransformerLens's metric for ("logit_diff", a, b): the last position of single-example logits."""
+    t, u = (model.tokenizer.encode(w)[0] for w in (a, b))
+
+    def metric(logits):
+        last = logits.reshape(-1, logits.shape[-1])[-1]
+        return last[t] - last[u]
+
+    return metric

@@ -4,13 +4,12 @@ keys as probe.patching, the CLI's --method, and bad input in one line."""
 
 from __future__ import annotations
 
-import copy
 import io
 
 import pandas as pd
 import pytest
 import torch
-from conftest import one_line_error
+from conftest import one_line_error, tl_bridge, tl_logit_diff
 
 import probe
 from probe.analysis.reading import read_text
@@ -24,19 +23,12 @@ MASKED_CLEAN, MASKED_BAD = "The robot must [MASK] hurt the human.", "The human m
 
 def test_node_estimates_equal_transformerlens_attribution_patch(tiny_gpt, tiny_gpt_path):
     pytest.importorskip("transformer_lens")
-    from transformer_lens.model_bridge import TransformerBridge
     from transformer_lens.tools.analysis import attribution_patching as tl
 
     heads = probe.attribution_patching(tiny_gpt, CLEAN, BAD, METRIC, over="heads")
     mlps = probe.attribution_patching(tiny_gpt, CLEAN, BAD, METRIC, over="mlp_out")
-    bridge = TransformerBridge.boot_transformers(
-        tiny_gpt_path, hf_model=copy.deepcopy(tiny_gpt.hf), tokenizer=tiny_gpt.tokenizer
-    )
-    t, u = (tiny_gpt.tokenizer.encode(w)[0] for w in (" human", " robot"))
-
-    def metric(logits):
-        last = logits.reshape(-1, logits.shape[-1])[-1]
-        return last[t] - last[u]
+    bridge = tl_bridge(tiny_gpt, tiny_gpt_path)
+    metric = tl_logit_diff(tiny_gpt, " human", " robot")
 
     theirs = tl.attribution_patch(bridge, read_text(tiny_gpt, CLEAN).ids, read_text(tiny_gpt, BAD).ids, metric)
     per_head: dict = {}

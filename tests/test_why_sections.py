@@ -72,7 +72,7 @@ def why_report(tiny_gpt, tiny_bert, tmp_path_factory):
     path = tmp_path_factory.mktemp("why") / "why.html"
     text = f"The robot must [MASK] hurt the {HOSTILE} human."
     bad = f"The human must [MASK] hurt the {HOSTILE} human."  # one token for one in the fixtures' vocabulary
-    sections = ["attribution", "dla", "heads", "patching", "factors", "cka"]
+    sections = ["attribution", "dla", "heads", "patching", "circuit", "factors", "cka"]
     return report(text, [tiny_gpt, tiny_bert], path, sections=sections, corrupted=bad)
 
 
@@ -81,10 +81,12 @@ def test_report_why_sections(why_report):
     doc = why_report.read_text(encoding="utf-8")
     _, rest = split_plotly(doc)
     titles = ("Why: attribution", "Why: direct logit attribution", "Why: activation patching")
-    for title in titles + ("Why: head detectors", "Why: neuron factors", "Why: layer similarity"):
+    for title in titles + ("Why: head detectors", "Why: circuit", "Why: neuron factors", "Why: layer similarity"):
         assert title in rest
-    # 2 comparison + 2 x 9 per model, then 2 attribution + 2 dla + 2 heads + 2 x 2 patching + 2 factors + (2 + 1) CKA
-    assert len(figure_specs(doc)) == 2 + 2 * 9 + 2 + 2 + 2 + 4 + 2 + 3
+    # 2 comparison + 2 x 9 per model, then 2 attribution + 2 dla + 2 heads + 2 x 2 patching + 1 circuit (the GPT;
+    # the BERT is post-LN and gets a note) + 2 factors + (2 + 1) CKA
+    assert len(figure_specs(doc)) == 2 + 2 * 9 + 2 + 2 + 2 + 4 + 1 + 2 + 3
+    assert "no circuit;" in rest and "post-LN" in rest
     # the dla caption states that the split adds up to the model's own logit difference, per model
     assert rest.count("add up to the model&#39;s own logit difference") == 2
     assert not EXTERNAL.search(rest)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from probe.core.model import Model
 
 METHODS = ("atp", "ig")
-OVERS = ("heads", "resid_pre", "attn_out", "mlp_out")
+OVERS = ("heads", "resid_pre", "attn_out", "mlp_out", "edges")
 
 
 def attribution_patching(
@@ -49,7 +49,8 @@ def attribution_patching(
         clean, corrupted, metric, positions: as ``probe.patching`` (the same number of tokens; the metric
             on the slot's logits).
         over: "heads" (each head's ``attn.hook_z`` at ``positions``, default all), or "resid_pre",
-            "attn_out", "mlp_out" (one node per layer and position).
+            "attn_out", "mlp_out" (one node per layer and position), or "edges" (every sender → receiver
+            edge, ``probe.analysis.edges``: frame [sender, receiver, estimate, normalized_estimate]).
         method: "atp" (one gradient, at the corrupted run) or "ig" (``n_steps`` gradients along the path).
 
     Returns:
@@ -74,11 +75,33 @@ def attribution_patching(
         raise InputError(f"{model.name} has no language-model head, so there is no metric to patch against")
     n_steps = check.integer(n_steps, "n_steps", minimum=1)
     score, label = metric_fn(model, metric, differentiable=True)
-    hooks = [OVER[over].format(layer=layer) for layer in range(model.n_layers)]
+    if over == "edges":
+        from probe.analysis import edges
+
+        edges.check_edges(model)
+        hooks = edges.edge_hooks(model)
+    else:
+        hooks = [OVER[over].format(layer=layer) for layer in range(model.n_layers)]
     clean_run, bad_run, slot, pos = pair_runs(model, clean, corrupted, hooks, hooks, positions)
     clean_value, bad_value = float(score(clean_run.logits_at(slot))), float(score(bad_run.logits_at(slot)))
-    grads = _gradients(model, clean_run, bad_run, hooks, score, slot, method, n_steps)
     span = clean_value - bad_value
+    attrs = {
+        "clean_value": clean_value,
+        "corrupted_value": bad_value,
+        "metric": label,
+        "over": over,
+        "method": method,
+        "n_steps": n_steps if method == "ig" else 1,
+        "model": model.name,
+        "clean": clean,
+        "corrupted": corrupted,
+    }
+    if over == "edges":
+        graph, estimates = edges.edge_attribution(model, clean_run, bad_run, score, slot, method, n_steps)
+        frame = edges.edge_frame(graph, estimates, span)
+        frame.attrs.update(attrs)
+        return frame
+    grads = _gradients(model, clean_run, bad_run, hooks, score, slot, method, n_steps)
     toks = clean_run.token_strs(0)
     rows = []
     for layer, hook in enumerate(hooks):
@@ -92,36 +115,20 @@ def attribution_patching(
             rows += [{"layer": layer, "position": p, "token": toks[p], "estimate": float(per_pos[p])} for p in pos]
     frame = pd.DataFrame(rows)
     frame["normalized_estimate"] = frame["estimate"] / span if span != 0 else float("nan")
-    frame.attrs.update(
-        clean_value=clean_value,
-        corrupted_value=bad_value,
-        metric=label,
-        over=over,
-        hook=OVER[over],
-        method=method,
-        n_steps=n_steps if method == "ig" else 1,
-        model=model.name,
-        clean=clean,
-        corrupted=corrupted,
-    )
+    frame.attrs.update(attrs, hook=OVER[over])
     return frame
 
 
 def _gradients(model: Model, clean_run, bad_run, hooks, score, slot, method, n_steps) -> dict[str, torch.Tensor]:
     """{hook: [pos, ...] float64}: ∂metric/∂activation at the corrupted run ("atp"), or its mean over the
     path from the corrupted to the clean input embeddings ("ig")."""
+    from probe.analysis.intervene import embedding_path
     from probe.core.forward import forward_capture
 
     steps = 1 if method == "atp" else n_steps
     ids = bad_run.ids.to(model.device).expand(steps, -1)
     mask = torch.ones_like(ids)
-    embeds = None
-    if method == "ig":
-        emb = model.hf.get_input_embeddings()
-        with torch.no_grad():
-            start, end = emb(bad_run.ids.to(model.device)).float(), emb(clean_run.ids.to(model.device)).float()
-        alphas = (torch.arange(steps, device=start.device, dtype=torch.float32) + 0.5) / steps
-        embeds = (start + alphas[:, None, None] * (end - start)).to(emb.weight.dtype)
+    embeds = embedding_path(model, clean_run, bad_run, steps) if method == "ig" else None
     # a zero added at every node, one per step: its gradient is the node's
     zeros = {h: torch.zeros((steps, *bad_run[h].shape[1:]), device=model.device, requires_grad=True) for h in hooks}
     patch = {h: (lambda value, ctx, z=zeros[h]: value + z.to(value.dtype)) for h in hooks}

@@ -259,6 +259,16 @@ def pair_runs(model: Model, clean: str, corrupted: str, clean_hooks: list[str], 
     return clean_run, bad_run, slot, pos
 
 
+def embedding_path(model: Model, clean_run, bad_run, steps: int) -> torch.Tensor:
+    """[steps, pos, d_model] token embeddings at the midpoints of ``steps`` equal pieces of the straight path
+    from the corrupted text's to the clean text's (the points EAP-IG takes its gradients at)."""
+    emb = model.hf.get_input_embeddings()
+    with torch.no_grad():
+        start, end = emb(bad_run.ids.to(model.device)).float(), emb(clean_run.ids.to(model.device)).float()
+    alphas = (torch.arange(steps, device=start.device, dtype=torch.float32) + 0.5) / steps
+    return (start + alphas[:, None, None] * (end - start)).to(emb.weight.dtype)
+
+
 def patching(
     model: Model,
     clean: str,

@@ -145,15 +145,49 @@ def head_write(adapter: Adapter, layer: int, head: int, z: torch.Tensor) -> torc
     only = torch.zeros_like(z)
     only[..., head, :] = z[..., head, :]
     flat = only.flatten(-2)
-    with torch.no_grad():
-        return module(flat) - module(torch.zeros_like(flat))
+    with torch.no_grad():  # forward(), not the call: a circuit run calls this from inside its own hooks
+        return module.forward(flat) - module.forward(torch.zeros_like(flat))
 
 
-def head_inputs(adapter: Adapter, layer: int, component: str, resid: torch.Tensor) -> torch.Tensor:
+def head_inputs(adapter: Adapter, layer: int, component: str, resid: torch.Tensor, grad: bool = False) -> torch.Tensor:
     """[batch, pos, heads, d_head] the ``attn.hook_{component}`` (q, k or v) that layer ``layer`` would compute
-    from residual stream ``resid`` [batch, pos, d_model]: through its attention norm (pre-LN) and projection."""
+    from residual stream ``resid`` [batch, pos, d_model]: through its attention norm (pre-LN) and projection.
+    ``grad``: keep the autograd graph (for ``head_input_vjp``)."""
     point = adapter.point_map[f"blocks.{layer}.attn.hook_{component}"]
     norm = None if adapter.block_form == "post_ln" else attn_norm(adapter.blocks[layer])
-    with torch.no_grad():
-        x = norm(resid) if norm is not None else resid
-        return point.pick(point.module(x))
+    with torch.enable_grad() if grad else torch.no_grad():  # forward(): no hooks (see head_write)
+        x = norm.forward(resid) if norm is not None else resid
+        return point.pick(point.module.forward(x))
+
+
+def mlp_inputs(adapter: Adapter, layer: int, resid: torch.Tensor, grad: bool = False) -> torch.Tensor:
+    """[batch, pos, d_model] what the MLP of ``layer`` writes when it reads ``resid`` (its norm, then itself)."""
+    with torch.enable_grad() if grad else torch.no_grad():
+        return adapter.mlp_call(layer, resid)
+
+
+def head_input_vjp(
+    adapter: Adapter, layer: int, component: str, resid: torch.Tensor, grad: torch.Tensor
+) -> torch.Tensor:
+    """[heads, batch, pos, d_model]: for each head of ``component``, the gradient ``grad`` [batch, pos, heads,
+    d_head] at its q/k/v carried back to the residual stream the head reads (its own copy, through the norm
+    at ``resid``). The receivers' side of edge attribution."""
+    x = resid.detach().float().requires_grad_(True)
+    out = head_inputs(adapter, layer, component, x.to(resid.dtype), grad=True)
+    found = []
+    with torch.enable_grad():
+        for h in range(out.shape[2]):
+            only = torch.zeros_like(out)
+            only[:, :, h] = grad[:, :, h].to(out.dtype)
+            (vjp,) = torch.autograd.grad(out, x, grad_outputs=only, retain_graph=h < out.shape[2] - 1)
+            found.append(vjp)
+    return torch.stack(found)
+
+
+def mlp_input_vjp(adapter: Adapter, layer: int, resid: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """[batch, pos, d_model] the gradient ``grad`` at the MLP's output carried back to the residual it reads."""
+    x = resid.detach().float().requires_grad_(True)
+    out = mlp_inputs(adapter, layer, x.to(resid.dtype), grad=True)
+    with torch.enable_grad():
+        (vjp,) = torch.autograd.grad(out, x, grad_outputs=grad.to(out.dtype))
+    return vjp

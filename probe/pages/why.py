@@ -1,7 +1,7 @@
 """Optional report sections that ask *why*: attribution, direct logit attribution, activation patching,
 neuron factors, CKA.
 
-``probe.report(..., sections=["attribution", "dla", "heads", "patching", "factors", "cka"])`` adds one section per
+``probe.report(..., sections=["attribution", "dla", "heads", "patching", "circuit", "factors", "cka"])`` adds one section per
 name, after the model sections. Each reads the same text the model sections read (a causal model sees
 the left context of the [MASK]) and goes through the same escaped blocks as every other section.
 """
@@ -19,7 +19,7 @@ from probe.pages.html import Section, figure_block, note_block, table_block
 if TYPE_CHECKING:
     from probe.core.model import Model
 
-SECTIONS = ("attribution", "dla", "heads", "patching", "factors", "cka")
+SECTIONS = ("attribution", "dla", "heads", "patching", "circuit", "factors", "cka")
 
 CAPTIONS = {
     "attribution": "Integrated gradients: how much each token of the text raised (red) or lowered (blue) the "
@@ -40,6 +40,11 @@ CAPTIONS = {
     "(one layer, one position at a time). 1 means that vector alone restores the clean behaviour ({metric}), 0 "
     "means it does nothing. Columns are the clean text's tokens.",
     "patching_heads": "The same with one attention head's output (all positions) put back at a time.",
+    "circuit": "The {k} edges (sender → receiver) that edge attribution patching scores highest for {metric}, "
+    "out of {total}. Run on the clean text with every other edge ablated (each receiver reads the corrupted "
+    "write of every sender outside its kept edges), they carry {faithfulness:.0%} of the clean-minus-corrupted "
+    "difference (faithfulness {faithfulness:.3f}; 1 = all of it). Red edges push the clean answer, blue the "
+    "corrupted one; width is the edge's estimate.",
     "factors": "Non-negative matrix factorisation of the MLP neurons of every layer: {k} groups of neurons that "
     "fire together. Each token takes the colour of its strongest group, paler when that group is weak. Hover "
     "for the group's top neurons. Negative activations (GELU dips below 0) are clipped: {clipped:.0%} of values.",
@@ -59,11 +64,12 @@ def validate(sections, corrupted: str | None) -> list[str]:
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
         raise InputError(f"unknown report section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
-    if "patching" in sections and not corrupted:
-        raise InputError(
-            "the 'patching' section needs corrupted= (--corrupted): the text with one word changed, "
-            "e.g. 'The robot must [MASK] help the human.'"
-        )
+    for needs in ("patching", "circuit"):
+        if needs in sections and not corrupted:
+            raise InputError(
+                f"the '{needs}' section needs corrupted= (--corrupted): the text with one word changed, "
+                "e.g. 'The robot must [MASK] help the human.'"
+            )
     return sections
 
 
@@ -151,6 +157,17 @@ def heads_section(readings: list[Reading], names: list[str]) -> Section:
     return section
 
 
+def _pair(reading: Reading, corrupted: str) -> tuple[str, str, tuple]:
+    """(clean text read, corrupted text read, metric) of a clean/corrupted experiment: the logit difference
+    between the two texts' top answers (the clean answer's log-probability when they agree)."""
+    model = reading.model
+    corrupt = read_text(model, corrupted, truncate=reading.truncated)
+    clean, bad = _read(reading), _read(corrupt)
+    answer = int(model.run(reading.ids, hooks=["logits"])["logits"][0, reading.position].argmax())
+    rival = int(model.run(corrupt.ids, hooks=["logits"])["logits"][0, corrupt.position].argmax())
+    return clean, bad, ("logit_diff", answer, rival) if rival != answer else ("logprob", answer)
+
+
 def patching_section(readings: list[Reading], names: list[str], text: str, corrupted: str) -> Section:
     from probe.analysis.intervene import patching
     from probe.viz.patching import patching as view
@@ -166,11 +183,7 @@ def patching_section(readings: list[Reading], names: list[str], text: str, corru
         if model.kind == "encoder":
             section.blocks.append(note_block(f"{name}: no language-model head, so nothing to patch against."))
             continue
-        corrupt = read_text(model, corrupted, truncate=reading.truncated)
-        clean, bad = _read(reading), _read(corrupt)
-        answer = int(model.run(reading.ids, hooks=["logits"])["logits"][0, reading.position].argmax())
-        rival = int(model.run(corrupt.ids, hooks=["logits"])["logits"][0, corrupt.position].argmax())
-        metric = ("logit_diff", answer, rival) if rival != answer else ("logprob", answer)
+        clean, bad, metric = _pair(reading, corrupted)
         frame = patching(model, clean, bad, metric=metric, over="resid_pre")
         caption = CAPTIONS["patching"].format(metric=_metric_words(model, metric))
         section.blocks.append(figure_block(view(frame), f"{name}: residual stream", caption))
@@ -183,6 +196,40 @@ def _metric_words(model: Model, metric: tuple) -> str:
     kind, *ids = metric
     words = [repr(model.to_str_tokens([i])[0]) for i in ids]
     return f"{kind}({', '.join(words)})"
+
+
+def circuit_section(readings: list[Reading], names: list[str], text: str, corrupted: str) -> Section:
+    from probe.analysis.circuit import circuit
+    from probe.analysis.edges import check_edges
+
+    section = Section(
+        title="Why: circuit",
+        intro="Which edges between heads and MLPs carry the difference between the clean and the corrupted text, "
+        "and how much of it they carry alone.",
+        id="circuit",
+        text=f"clean: {text}  |  corrupted: {corrupted}",
+    )
+    for reading, name in zip(readings, names):
+        model = reading.model
+        if model.kind == "encoder":
+            section.blocks.append(note_block(f"{name}: no language-model head, so nothing to trace."))
+            continue
+        try:
+            check_edges(model)
+        except InputError as err:
+            section.blocks.append(note_block(f"{name}: no circuit; {err}."))
+            continue
+        clean, bad, metric = _pair(reading, corrupted)
+        found = circuit(model, clean, bad, metric, edges=20)
+        caption = CAPTIONS["circuit"].format(
+            k=len(found.edges),
+            metric=_metric_words(model, metric),
+            total=found.attrs["total_edges"],
+            faithfulness=found.faithfulness,
+        )
+        section.blocks.append(figure_block(found.plot(), f"{name}: circuit", caption))
+        section.blocks.append(table_block(found.edges, f"{name}: kept edges", "Largest |estimate| first."))
+    return section
 
 
 def factors_section(readings: list[Reading], names: list[str]) -> Section:
@@ -252,6 +299,8 @@ def why_sections(
             out.append(heads_section(readings, names))
         elif name == "patching":
             out.append(patching_section(readings, names, text, corrupted))
+        elif name == "circuit":
+            out.append(circuit_section(readings, names, text, corrupted))
         elif name == "factors":
             out.append(factors_section(readings, names))
         else:

@@ -3,7 +3,7 @@
 One module per view: ``tokens``, ``predictions`` (+ ``generation``), ``lens`` (``logit_lens``,
 ``lens_target``), ``attention`` (one head, grid, head picker, entropy), ``activations`` (residual norms,
 neurons), ``compare``, and the "why" views that take a frame: ``attribution`` (coloured text),
-``dla`` (direct logit attribution per head, MLP or neuron), ``head_scores`` (head detectors), ``patching`` (layers x positions/heads), ``factors`` (tokens by dominant factor) and ``cka`` (layer
+``dla`` (direct logit attribution per head, MLP or neuron), ``head_scores`` (head detectors), ``circuit`` (a circuit's kept edges), ``patching`` (layers x positions/heads), ``factors`` (tokens by dominant factor) and ``cka`` (layer
 similarity). Plotly itself is imported only when a figure is built.
 
 >>> run = probe.load("tiny-gpt").run("The robot must not hurt the human.")
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from probe.viz.activations import neurons, residual_norms
 from probe.viz.attention import attention, attention_entropy, attention_grid, attention_heads
 from probe.viz.attribution import attribution
+from probe.viz.circuit import circuit
 from probe.viz.cka import cka
 from probe.viz.compare import compare_layers, comparison
 from probe.viz.dla import dla
@@ -51,6 +52,7 @@ __all__ = [
     "compare_layers",
     "attribution",
     "dla",
+    "circuit",
     "head_scores",
     "patching",
     "factors",

@@ -155,6 +155,17 @@ class Adapter:
             cached = self._point_cache = (key, {p.name: p for p in self.points()})
         return cached[1]
 
+    def mlp_call(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
+        """What block ``layer``'s MLP writes when it reads residual stream ``resid`` [..., d_model] (its norm,
+        then the MLP): the receiver of edge attribution. Blocks whose MLP is one module after ``hook_resid_mid``'s
+        norm; others override it (OPT) or have no such MLP input (parallel blocks)."""
+        points = self.point_map
+        mid = points.get(f"blocks.{layer}.hook_resid_mid")
+        out = points[f"blocks.{layer}.hook_mlp_out"]
+        if mid is None or mid.side != "in" or out.flat:
+            raise NotImplementedError(f"{self.family} blocks have no separate MLP input")
+        return out.module.forward(mid.module.forward(resid))  # forward(): the modules' own hooks stay out
+
     def body_inputs(self, ids: torch.Tensor, mask: torch.Tensor) -> dict:
         return {"input_ids": ids, "attention_mask": mask}
 

@@ -66,6 +66,12 @@ class OPTAdapter(Adapter):
             pts.append(Point("project_out.hook_out", body.project_out))
         return pts
 
+    def mlp_call(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
+        if not self.pre_ln:
+            raise NotImplementedError("post-LN OPT blocks have no separate MLP input")
+        b = self.blocks[layer]
+        return b.fc2.forward(b.activation_fn(b.fc1.forward(b.final_layer_norm.forward(resid))))
+
     def head(self, resid: torch.Tensor) -> torch.Tensor:
         if self.kind != "causal":
             return super().head(resid)

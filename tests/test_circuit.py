@@ -1,0 +1,169 @@
+"""Edge attribution patching and probe.circuit: edges equal TransformerLens 4's EAP edges, a sender's edges add
+up to its node estimate, faithfulness is 1 with every edge and 0 with none, a hand-built circuit's run is
+the model's own arithmetic, and the surfaces (plot, CLI) and bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+import pytest
+import torch
+from conftest import one_line_error, tl_bridge, tl_logit_diff
+
+import probe
+from probe.analysis.reading import read_text
+from probe.cli import app
+from probe.errors import InputError
+
+CLEAN, BAD = "The robot must not hurt the", "The human must not hurt the"
+METRIC = ("logit_diff", " human", " robot")
+
+
+@pytest.fixture(scope="module")
+def edges(tiny_gpt):
+    return probe.attribution_patching(tiny_gpt, CLEAN, BAD, METRIC, over="edges")
+
+
+def test_edges_equal_transformerlens_edge_attribution(tiny_gpt, tiny_gpt_path, edges):
+    pytest.importorskip("transformer_lens")
+    from transformer_lens.tools.analysis import attribution_patching as tl
+
+    bridge = tl_bridge(tiny_gpt, tiny_gpt_path)
+    metric = tl_logit_diff(tiny_gpt, " human", " robot")
+
+    config = tl.EdgeAttributionConfig(granularity="edge")
+    theirs = tl.attribution_patch(bridge, read_text(tiny_gpt, CLEAN).ids, read_text(tiny_gpt, BAD).ids, metric, config)
+
+    def label(node):
+        if node.kind in ("embed", "logits"):
+            return node.kind
+        if node.kind in ("mlp_out", "mlp_in"):
+            return f"MLP{node.layer}"
+        if node.kind == "attn_head_out":
+            return f"L{node.layer}H{node.head}"
+        return f"L{node.layer}H{node.head}.{node.kind[0]}"  # q_input, k_input, v_input
+
+    summed: dict = {}
+    for (sender, receiver), value in theirs.edge_scores.items():  # TL keeps positions apart; probe sums them
+        key = label(sender), label(receiver)
+        summed[key] = summed.get(key, 0.0) + value
+    mine = {(s, r): e for s, r, e in zip(edges["sender"], edges["receiver"], edges["estimate"], strict=True)}
+    assert set(mine) == set(summed)
+    assert max(abs(v) for v in mine.values()) > 1e-3
+    for key, value in mine.items():
+        assert value == pytest.approx(summed[key], abs=1e-5), key
+
+
+@pytest.mark.parametrize("method", ["atp", "ig"])
+def test_a_senders_edges_add_up_to_its_node_estimate(tiny_gpt, method):
+    frame = probe.attribution_patching(tiny_gpt, CLEAN, BAD, METRIC, over="edges", method=method, n_steps=4)
+    by_sender = frame.groupby("sender")["estimate"].sum()
+    heads = probe.attribution_patching(tiny_gpt, CLEAN, BAD, METRIC, over="heads", method=method, n_steps=4)
+    for row in heads.itertuples():
+        assert by_sender[f"L{row.layer}H{row.head}"] == pytest.approx(row.estimate, abs=1e-5)
+    mlps = probe.attribution_patching(tiny_gpt, CLEAN, BAD, METRIC, over="mlp_out", method=method, n_steps=4)
+    for layer, total in mlps.groupby("layer")["estimate"].sum().items():
+        assert by_sender[f"MLP{layer}"] == pytest.approx(total, abs=1e-5)
+    resid = probe.attribution_patching(tiny_gpt, CLEAN, BAD, METRIC, over="resid_pre", method=method, n_steps=4)
+    assert by_sender["embed"] == pytest.approx(resid[resid["layer"] == 0]["estimate"].sum(), abs=1e-5)
+
+
+def test_edges_go_forward_only(edges, tiny_gpt):
+    layer = edges["receiver"].str.extract(r"^(?:L|MLP)(\d+)")[0].astype(float)
+    sent = edges["sender"].str.extract(r"^(?:L|MLP)(\d+)")[0].astype(float)
+    heads_in = edges["receiver"].str.contains(r"\.[qkv]$")
+    assert (sent[heads_in].fillna(-1) < layer[heads_in]).all()  # a head reads earlier layers only
+    mlp_in = edges["receiver"].str.startswith("MLP")
+    assert (sent[mlp_in].fillna(-1) <= layer[mlp_in]).all()  # an MLP also reads its own layer's heads
+    n, h = tiny_gpt.n_layers, tiny_gpt.n_heads
+    senders = 1 + n * (h + 1)
+    assert (edges["receiver"] == "logits").sum() == senders
+
+
+@pytest.mark.parametrize("family", ["gpt", "llama"])
+def test_faithfulness_is_one_with_every_edge_and_zero_with_none(family, request):
+    model = (
+        request.getfixturevalue(f"tiny_{family}")
+        if family == "gpt"
+        else probe.load(request.getfixturevalue("tiny_llama_path"))
+    )
+    full = probe.circuit(model, CLEAN, BAD, METRIC, edges="all")
+    assert full.faithfulness == pytest.approx(1.0, abs=1e-3)
+    assert full.values["circuit"] == pytest.approx(full.values["clean"], abs=1e-4)
+    empty = probe.circuit(model, CLEAN, BAD, METRIC, edges=0)
+    assert empty.faithfulness == pytest.approx(0.0, abs=1e-3) and len(empty.edges) == 0
+    mean = probe.circuit(model, CLEAN, BAD, METRIC, edges="all", ablation="mean")
+    assert mean.faithfulness == pytest.approx(1.0, abs=1e-3)
+    some = probe.circuit(model, CLEAN, BAD, METRIC, edges=10)
+    assert len(some.edges) == 10 and some.edges["estimate"].abs().is_monotonic_decreasing
+
+
+def test_a_circuit_of_the_embeddings_direct_path_is_the_models_arithmetic(tiny_gpt):
+    """Keep only embed -> logits: every other receiver reads the corrupted stream, so every other sender
+    writes its corrupted value, and the output reads the corrupted final stream with the clean embeddings
+    in place of the corrupted ones."""
+    from probe.analysis import edges as eap
+    from probe.analysis.circuit import _circuit_run
+
+    hooks = eap.edge_hooks(tiny_gpt) + ["blocks.1.hook_resid_post"]
+    clean = tiny_gpt.run(CLEAN, hooks=hooks)
+    bad = tiny_gpt.run(BAD, hooks=hooks)
+    graph = eap.Graph(tiny_gpt, tiny_gpt.n_heads)
+    excluded = graph.allowed().clone()
+    excluded[graph.senders.index("embed"), graph.receivers.index("logits")] = False
+    logits = _circuit_run(tiny_gpt, clean, graph, excluded, eap.sender_writes(tiny_gpt, bad, bad.lengths[0]))
+    final = bad["blocks.1.hook_resid_post"] - bad["blocks.0.hook_resid_pre"] + clean["blocks.0.hook_resid_pre"]
+    with torch.inference_mode():
+        expected = tiny_gpt.adapter.head(final)[0]
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_plot_draws_every_kept_edge(tiny_gpt):
+    found = probe.circuit(tiny_gpt, CLEAN, BAD, METRIC, edges=12)
+    fig = found.plot()
+    assert len(fig.data) == 12 + 1 and fig.data[-1].mode == "markers+text"
+    assert f"faithfulness {found.faithfulness:.3f}" in fig.layout.title.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"edges": "some"}, "pass a number of edges"),
+        ({"edges": -1}, "edges"),
+        ({"ablation": "zero"}, "ablation 'zero' is not one of"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tiny_gpt, kwargs, error):
+    with pytest.raises(InputError, match=error):
+        probe.circuit(tiny_gpt, CLEAN, BAD, METRIC, **kwargs)
+
+
+def test_models_without_separate_inputs_are_refused(tiny_bert):
+    with pytest.raises(InputError, match="post-LN"):
+        probe.attribution_patching(
+            tiny_bert, "The robot must [MASK] hurt.", "The human must [MASK] hurt.", ("logit", " not"), over="edges"
+        )
+
+
+def test_cli(runner, tiny_gpt_path):
+    base = ["circuit", CLEAN, BAD, "-m", tiny_gpt_path, "--answer", " human", "--wrong", " robot"]
+    result = runner.invoke(app, [*base, "--edges", "7", "--csv"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(io.StringIO(result.stdout))
+    assert list(frame.columns) == ["sender", "receiver", "estimate", "normalized_estimate"] and len(frame) == 7
+    payload = json.loads(runner.invoke(app, [*base, "--edges", "all", "--json"]).stdout)
+    assert payload["faithfulness"] == pytest.approx(1.0, abs=1e-3) and payload["edges"] == payload["total_edges"]
+    one_line_error(runner.invoke(app, [*base, "--edges", "many"]), "--edges 'many'")
+
+
+def test_readme_snippet_runs_as_printed():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    code = next(b for b in readme.split("```python\n")[1:] if "probe.circuit(" in b).split("```")[0]
+    scope = {"probe": probe, "gpt": probe.load("tiny-gpt"), "clean": "The robot must not hurt the"}
+    scope["corrupt"] = "The robot will not hurt the"
+    exec(compile(code, "README.md", "exec"), scope)
+    assert -10 < scope["c"].faithfulness < 10 and len(scope["c"].edges) == 30
