@@ -167,3 +167,30 @@ def test_readme_snippet_runs_as_printed():
     scope["corrupt"] = "The robot will not hurt the"
     exec(compile(code, "README.md", "exec"), scope)
     assert -10 < scope["c"].faithfulness < 10 and len(scope["c"].edges) == 30
+
+
+def test_agreement_puts_the_four_methods_side_by_side(tiny_gpt):
+    found = probe.agreement(tiny_gpt, CLEAN, BAD, METRIC, n_steps=4, top=3)
+    scores = found.scores
+    assert list(scores.columns) == ["layer", "head", "exact", "atp", "ig", "dla"]
+    assert len(scores) == tiny_gpt.n_layers * tiny_gpt.n_heads
+    exact = probe.patching(tiny_gpt, CLEAN, BAD, METRIC, over="heads")
+    assert scores["exact"].tolist() == pytest.approx(exact["effect"].tolist(), abs=1e-6)
+    atp = probe.attribution_patching(tiny_gpt, CLEAN, BAD, METRIC, over="heads")
+    assert scores["atp"].tolist() == pytest.approx(atp["estimate"].tolist(), abs=1e-6)
+    direct = [
+        probe.dla(tiny_gpt, text, " human", contrast=" robot", unit="head").dropna(subset=["head"])
+        for text in (CLEAN, BAD)
+    ]
+    change = direct[0]["attribution"].to_numpy() - direct[1]["attribution"].to_numpy()
+    assert scores["dla"].tolist() == pytest.approx(change.tolist(), abs=1e-6)
+    pairs = found.pairs
+    assert len(pairs) == 6 and pairs["spearman"].between(-1, 1).all()
+    row = pairs[(pairs["a"] == "exact") & (pairs["b"] == "atp")].iloc[0]
+    assert row["spearman"] == pytest.approx(scores["exact"].rank().corr(scores["atp"].rank()))
+    fig = found.plot()
+    assert fig.data[0].type == "heatmap" and [fig.data[0].z[i][i] for i in range(4)] == [1, 1, 1, 1]
+    with pytest.raises(InputError, match="two or more"):
+        probe.agreement(tiny_gpt, CLEAN, BAD, METRIC, methods=["exact"])
+    with pytest.raises(InputError, match="dla compares"):
+        probe.agreement(tiny_gpt, CLEAN, BAD, ("prob", " human"), methods=["exact", "dla"])

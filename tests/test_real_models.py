@@ -48,6 +48,19 @@ def test_headline_comparison_carries_not(smollm2, minilm_mlm):
     assert {"not", "never"} & set(rescored[:2]), rescored
 
 
+IOI = (
+    "When Mary and John went to the store, John gave a drink to",
+    "When Mary and John went to the store, Mary gave a drink to",
+)
+
+
+def test_smollm2_ioi_attribution_patching_ranks_heads_as_exact_patching(smollm2):
+    """README: on the IOI prompt AtP ranks SmolLM2's heads as exact patching does; DLA ranks them less alike."""
+    found = probe.agreement(smollm2, *IOI, ("logit_diff", " Mary", " John"), methods=["exact", "atp", "dla"])
+    rho = found.pairs.set_index(["a", "b"])["spearman"]
+    assert rho["exact", "atp"] > 0.9 and rho["exact", "dla"] < rho["exact", "atp"]
+
+
 def test_smollm2_has_the_heads_readme_names(smollm2):
     scores = probe.head_scores(smollm2).set_index(["kind", "layer", "head"])["score"]
     assert scores["previous_token", 16, 0] > 0.8 and scores["induction", 18, 6] > 0.35

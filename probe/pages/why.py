@@ -45,6 +45,10 @@ CAPTIONS = {
     "write of every sender outside its kept edges), they carry {faithfulness:.0%} of the clean-minus-corrupted "
     "difference (faithfulness {faithfulness:.3f}; 1 = all of it). Red edges push the clean answer, blue the "
     "corrupted one; width is the edge's estimate.",
+    "agreement": "Every head scored four ways: exact patching (the head's clean output put back alone), "
+    "attribution patching (its first-order estimate), EAP-IG (the gradient integrated over the embedding path) and "
+    "DLA (its direct write to the answer, clean minus corrupted). They answer different questions and need not "
+    "agree; Spearman's rho says how alike they rank the heads, the hover the share of top heads both name.",
     "factors": "Non-negative matrix factorisation of the MLP neurons of every layer: {k} groups of neurons that "
     "fire together. Each token takes the colour of its strongest group, paler when that group is weak. Hover "
     "for the group's top neurons. Negative activations (GELU dips below 0) are clipped: {clipped:.0%} of values.",
@@ -199,6 +203,7 @@ def _metric_words(model: Model, metric: tuple) -> str:
 
 
 def circuit_section(readings: list[Reading], names: list[str], text: str, corrupted: str) -> Section:
+    from probe.analysis.agreement import agreement
     from probe.analysis.circuit import circuit
     from probe.analysis.edges import check_edges
 
@@ -229,6 +234,9 @@ def circuit_section(readings: list[Reading], names: list[str], text: str, corrup
         )
         section.blocks.append(figure_block(found.plot(), f"{name}: circuit", caption))
         section.blocks.append(table_block(found.edges, f"{name}: kept edges", "Largest |estimate| first."))
+        methods = ("exact", "atp", "ig", "dla") if metric[0] == "logit_diff" else ("exact", "atp", "ig")
+        agreed = agreement(model, clean, bad, metric, methods=methods)
+        section.blocks.append(figure_block(agreed.plot(), f"{name}: do the methods agree?", CAPTIONS["agreement"]))
     return section
 
 

@@ -3,7 +3,7 @@
 One module per view: ``tokens``, ``predictions`` (+ ``generation``), ``lens`` (``logit_lens``,
 ``lens_target``), ``attention`` (one head, grid, head picker, entropy), ``activations`` (residual norms,
 neurons), ``compare``, and the "why" views that take a frame: ``attribution`` (coloured text),
-``dla`` (direct logit attribution per head, MLP or neuron), ``head_scores`` (head detectors), ``circuit`` (a circuit's kept edges), ``patching`` (layers x positions/heads), ``factors`` (tokens by dominant factor) and ``cka`` (layer
+``dla`` (direct logit attribution per head, MLP or neuron), ``head_scores`` (head detectors), ``circuit`` (a circuit's kept edges), ``agreement`` (methods' head rankings), ``patching`` (layers x positions/heads), ``factors`` (tokens by dominant factor) and ``cka`` (layer
 similarity). Plotly itself is imported only when a figure is built.
 
 >>> run = probe.load("tiny-gpt").run("The robot must not hurt the human.")
@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from probe.viz.activations import neurons, residual_norms
+from probe.viz.agreement import agreement
 from probe.viz.attention import attention, attention_entropy, attention_grid, attention_heads
 from probe.viz.attribution import attribution
 from probe.viz.circuit import circuit
@@ -53,6 +54,7 @@ __all__ = [
     "attribution",
     "dla",
     "circuit",
+    "agreement",
     "head_scores",
     "patching",
     "factors",
