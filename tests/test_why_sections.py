@@ -124,3 +124,14 @@ def test_why_examples_run(name, tiny_gpt_path, tiny_bert_path, tmp_path, capsys)
     html = path.read_text(encoding="utf-8")
     assert html.count('class="probe-figure"') >= 2
     assert "wrote" in capsys.readouterr().out
+
+
+def test_circuit_ioi_example_runs(tiny_gpt_path, tmp_path, capsys):
+    argv = ["-m", tiny_gpt_path, "--out", str(tmp_path), "--edges", "10"]
+    argv += ["--clean", "The robot must not hurt the", "--corrupted", "The human must not hurt the"]
+    argv += ["--answer", " human", "--wrong", " robot"]
+    path = _example("circuit_ioi").main(argv)
+    html = path.read_text(encoding="utf-8")
+    assert html.count('class="probe-figure"') == 4  # head detectors, DLA, agreement, circuit
+    printed = capsys.readouterr().out
+    assert "faithfulness" in printed and "induction: L" in printed and "wrote" in printed

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from probe import _validate as check
-from probe.core.names import LOGITS
+from probe.core.names import act_name
 from probe.errors import InputError
 
 if TYPE_CHECKING:
@@ -82,8 +82,10 @@ def attribution_patching(
         hooks = edges.edge_hooks(model)
     else:
         hooks = [OVER[over].format(layer=layer) for layer in range(model.n_layers)]
-    clean_run, bad_run, slot, pos = pair_runs(model, clean, corrupted, hooks, hooks, positions)
-    clean_value, bad_value = float(score(clean_run.logits_at(slot))), float(score(bad_run.logits_at(slot)))
+    clean_run, bad_run, slot, pos, clean_logits, bad_logits = pair_runs(
+        model, clean, corrupted, hooks, hooks, positions, slot_only=True
+    )
+    clean_value, bad_value = float(score(clean_logits)), float(score(bad_logits))
     span = clean_value - bad_value
     attrs = {
         "clean_value": clean_value,
@@ -133,7 +135,9 @@ def _gradients(model: Model, clean_run, bad_run, hooks, score, slot, method, n_s
     zeros = {h: torch.zeros((steps, *bad_run[h].shape[1:]), device=model.device, requires_grad=True) for h in hooks}
     patch = {h: (lambda value, ctx, z=zeros[h]: value + z.to(value.dtype)) for h in hooks}
     with torch.enable_grad():
-        logits = forward_capture(model.adapter, ids, mask, [LOGITS], grad=True, patch=patch, embeds=embeds)[LOGITS]
-        total = sum(score(logits[i, slot]) for i in range(steps))
+        final = act_name("resid_post", model.n_layers - 1)
+        store = forward_capture(model.adapter, ids, mask, [final], grad=True, patch=patch, embeds=embeds)
+        logits = model.adapter.head(store[final][:, slot])  # the slot alone: the vocabulary is most of the head's cost
+        total = sum(score(logits[i]) for i in range(steps))
         found = torch.autograd.grad(total, [zeros[h] for h in hooks])
     return {h: g.double().mean(0).cpu() for h, g in zip(hooks, found, strict=True)}

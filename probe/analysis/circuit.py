@@ -93,7 +93,7 @@ def circuit(
     kept = ranked.head(keep).reset_index(drop=True)
     score, _ = metric_fn(model, metric)
     hooks = eap.edge_hooks(model)
-    clean_run, bad_run, slot, _ = pair_runs(model, clean, corrupted, hooks, hooks)
+    clean_run, bad_run, slot, _, clean_logits, bad_logits = pair_runs(model, clean, corrupted, hooks, hooks)
     graph = eap.Graph(model, bad_run[act_name("k", 0)].shape[2])
     inside = torch.zeros(len(graph.senders), len(graph.receivers), dtype=torch.bool)
     s_index = {s: i for i, s in enumerate(graph.senders)}
@@ -106,8 +106,8 @@ def circuit(
         ablated = clean_writes.mean(1, keepdim=True).expand_as(clean_writes)
     logits = _circuit_run(model, clean_run, graph, ~inside & graph.allowed(), ablated)
     values = {
-        "clean": float(score(clean_run.logits_at(slot))),
-        "corrupted": float(score(bad_run.logits_at(slot))),
+        "clean": float(score(clean_logits)),
+        "corrupted": float(score(bad_logits)),
         "circuit": float(score(logits[slot])),
     }
     span = values["clean"] - values["corrupted"]

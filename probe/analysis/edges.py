@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from probe.core import readout
-from probe.core.names import LOGITS, act_name
+from probe.core.names import act_name
 from probe.errors import InputError
 
 if TYPE_CHECKING:
@@ -149,6 +149,7 @@ def _gradient_run(model: Model, clean_run: Run, bad_run: Run, score, slot: int, 
     outputs["grad", "final"] = act_name("resid_post", n - 1)
     inputs = {("resid_pre", la): act_name("resid_pre", la) for la in range(n)}
     inputs.update({("resid_mid", la): act_name("resid_mid", la) for la in range(n)})
+    inputs["final"] = act_name("resid_post", n - 1)
     like = {"q": "z", "k": "k", "v": "k", "mlp": "mlp_out"}  # a captured hook of the same shape
     shapes = {
         name: bad_run[act_name("resid_pre", 0) if key[1] == "final" else act_name(like[key[1]], key[2])].shape[1:]
@@ -161,9 +162,11 @@ def _gradient_run(model: Model, clean_run: Run, bad_run: Run, score, slot: int, 
     patch = {name: (lambda value, ctx, z=zeros[key]: value + z.to(value.dtype)) for key, name in outputs.items()}
     with torch.enable_grad():
         store = forward_capture(
-            model.adapter, ids, torch.ones_like(ids), [LOGITS, *inputs.values()], grad=True, patch=patch, embeds=embeds
+            model.adapter, ids, torch.ones_like(ids), [*inputs.values()], grad=True, patch=patch, embeds=embeds
         )
-        total = sum(score(store[LOGITS][i, slot]) for i in range(steps))
+        # the head on the slot alone (the final residual is patched above, so its gradient is there too)
+        logits = model.adapter.head(store[outputs["grad", "final"]][:, slot])
+        total = sum(score(logits[i]) for i in range(steps))
         found = torch.autograd.grad(total, list(zeros.values()))
     out = {key: store[name].detach() for key, name in inputs.items()}
     out.update({key: g.detach() for key, g in zip(zeros, found, strict=True)})

@@ -94,7 +94,7 @@ def path_patching(
     z = act_name("z", layer)
     layers = sorted({la for la, _ in receivers})
     inputs = [act_name("resid_pre", la) for la in layers] + [act_name(component, la) for la in layers]
-    clean_run, bad_run, slot, _ = pair_runs(model, clean, corrupted, [z], [z, *inputs])
+    clean_run, bad_run, slot, _, clean_logits, bad_logits = pair_runs(model, clean, corrupted, [z], [z, *inputs])
     if any(bad_run[act_name(component, la)].shape[2] != n_heads for la in layers):
         raise InputError(
             f"{model.name}'s {component} heads are shared by several query heads (grouped-query attention), so one "
@@ -120,7 +120,7 @@ def path_patching(
     ids = bad_run.ids.repeat(len(receivers), 1)
     patch = {act_name(component, la): patch_for(la) for la in layers}
     patched = model.run(ids, hooks=[LOGITS], patch=patch, batch_size=len(receivers))
-    clean_value, bad_value = score(clean_run.logits_at(slot)), score(bad_run.logits_at(slot))
+    clean_value, bad_value = score(clean_logits), score(bad_logits)
     span = clean_value - bad_value
     rows = []
     for j, (la, h) in enumerate(receivers):
