@@ -263,6 +263,27 @@ def test_patching_view_patches_the_clean_into_the_corrupted(bench, tiny_gpt, tin
         bench.patching(tiny_gpt.name, TEXT, "The robot must [MASK] help the human.")
 
 
+def test_dla_view_splits_the_top_answer_over_the_runner_up(bench, tiny_gpt):
+    import probe
+
+    fig = bench.dla(tiny_gpt.name, TEXT)
+    logits = tiny_gpt.run("The robot must", hooks=["logits"]).logits_at()
+    target, contrast = (int(i) for i in logits.topk(2).indices)
+    expected = probe.viz.dla(probe.dla(tiny_gpt, "The robot must", target, contrast=contrast, unit="head"))
+    assert figure_json(fig) == figure_json(expected)
+    with pytest.raises(InputError, match="opens the text"):
+        bench.dla(tiny_gpt.name, "[MASK] robot must")
+
+
+def test_circuit_view_draws_the_circuit_and_refuses_post_ln(bench, tiny_gpt, tiny_bert):
+    fig = bench.circuit(tiny_gpt.name, "The robot must not hurt the", "The human must not hurt the")
+    assert "faithfulness" in fig.layout.title.text and len(fig.data) == 20 + 1
+    with pytest.raises(InputError, match="post-LN"):
+        bench.circuit(tiny_bert.name, TEXT, "The human must [MASK] hurt the robot.")
+    with pytest.raises(InputError, match="type a corrupted sentence"):
+        bench.circuit(tiny_gpt.name, TEXT, " ")
+
+
 @pytest.mark.skipif(bool(_why()), reason="this install has the why views")
 def test_without_interventions_the_page_has_no_why_section(server):
     assert b'id="why"' not in get(server.url + "_dash-layout")[1]

@@ -40,11 +40,19 @@ TITLES = {
     "neurons": "Top MLP neurons",
     "attribution": "Attribution: which tokens raised the top prediction",
     "patching": "Activation patching: where the difference lives",
+    "dla": "Direct logit attribution: which heads write the answer",
+    "circuit": "Circuit: the edges that carry the difference",
 }
 # Captions of the "why" views (the report's own when it has them).
 WHY_CAPTIONS = {
     "attribution": "Each token of the text the model read, coloured by how much it raised (red) or lowered "
     "(blue) the model's top prediction at the slot (probe.attribute's default method).",
+    "dla": "What each attention head (columns), its layer's attention bias and MLP write along the direction that "
+    "separates the model's top answer from its runner-up, read through the output's frozen norm. Red favours the "
+    "top answer. The writes and a constant add up to the model's own logit difference.",
+    "circuit": "Edge attribution patching scores every edge from the embeddings, a head or an MLP to a later head's "
+    "q/k/v, an MLP or the output; the 20 strongest are drawn (red: towards the clean answer). The title gives how "
+    "much of the difference they carry alone when every other edge reads the corrupted sentence.",
     "patching": "Run the corrupted sentence, put back one activation of the clean sentence (the residual stream "
     "entering each layer at each position) and measure how much of the clean prediction returns: 1 = all of it. "
     "The metric is the logit difference between the two sentences' top predictions.",
@@ -200,6 +208,8 @@ def why_section(why: Sequence[str]) -> Any:
     blocks = []
     if "attribution" in why:
         blocks += [html.Div(id="attribution-message", className="message"), graph("attribution")]
+    if "dla" in why:
+        blocks += [html.Div(id="dla-message", className="message"), graph("dla")]
     if "patching" in why:
         blocks += [
             html.Div(
@@ -221,6 +231,8 @@ def why_section(why: Sequence[str]) -> Any:
             html.Div(id="patching-message", className="message"),
             graph("patching"),
         ]
+        if "circuit" in why:
+            blocks += [html.Div(id="circuit-message", className="message"), graph("circuit")]
     return html.Section(
         className="part",
         id="why",
@@ -573,6 +585,37 @@ def make_app(bench: Workbench, notice: str | None = None) -> dash.Dash:
         def attribution(text, name):
             try:
                 return bench.attribution(name, text), ""
+            except Exception as err:
+                return blank(), one_line(err)
+
+    if "dla" in why:
+
+        @app.callback(
+            Output("fig-dla", "figure"),
+            Output("dla-message", "children"),
+            Input("text", "value"),
+            Input("detail", "value"),
+        )
+        def dla(text, name):
+            try:
+                return bench.dla(name, text), ""
+            except Exception as err:
+                return blank(), one_line(err)
+
+    if "patching" in why and "circuit" in why:
+
+        @app.callback(
+            Output("fig-circuit", "figure"),
+            Output("circuit-message", "children"),
+            Input("text", "value"),
+            Input("corrupted", "value"),
+            Input("detail", "value"),
+        )
+        def circuit(text, corrupted, name):
+            if not (corrupted or "").strip():
+                return blank(), ""
+            try:
+                return bench.circuit(name, text, corrupted), ""
             except Exception as err:
                 return blank(), one_line(err)
 

@@ -368,6 +368,12 @@ class Workbench:
         (the log-probability of the clean one when both agree), so any pair of sentences works.
         """
         patching, draw = self._why("patching")
+        model, read_clean, read_corrupted, metric = self._pair(name, clean, corrupted)
+        make = lambda: draw(patching(model, read_clean, read_corrupted, metric=metric, over="resid_pre"))  # noqa: E731
+        return self._figure(("patching", name, clean, corrupted), [name], make)
+
+    def _pair(self, name: str, clean: str, corrupted: Any) -> tuple[Model, str, str, tuple]:
+        """(model, clean text read, corrupted text read, metric) of a clean/corrupted view, checked."""
         clean = self.check_text(clean)
         if not isinstance(corrupted, str) or not corrupted.strip():
             raise InputError("type a corrupted sentence to patch from: the same sentence with a word changed")
@@ -379,14 +385,36 @@ class Workbench:
                 f"{model.name} reads the same text from both sentences ({read_clean!r}); change a word it reads"
                 + (f" (a {model.kind} model reads only the words before {MASK})" if model.kind == "causal" else "")
             )
+        answer = int(self.run(name, clean).logits_at(clean_reading.position).argmax())
+        rival = int(self.run(name, corrupted).logits_at(bad_reading.position).argmax())
+        return (
+            model,
+            read_clean,
+            read_corrupted,
+            ("logit_diff", answer, rival) if rival != answer else ("logprob", answer),
+        )
 
-        def make():  # as probe.report's patching section: the two texts' top answers, the residual stream
-            answer = int(self.run(name, clean).logits_at(clean_reading.position).argmax())
-            rival = int(self.run(name, corrupted).logits_at(bad_reading.position).argmax())
-            metric = ("logit_diff", answer, rival) if rival != answer else ("logprob", answer)
-            return draw(patching(model, read_clean, read_corrupted, metric=metric, over="resid_pre"))
+    def dla(self, name: str, text: str) -> go.Figure:
+        """``probe.viz.dla(probe.dla(model, text, top, contrast=runner_up, unit="head"))``: which heads and MLPs
+        write the model's top answer at the slot over its runner-up, directly into the output."""
+        dla, draw = self._why("dla")
+        reading = self._read_or_fail(name, text)
 
-        return self._figure(("patching", name, clean, corrupted), [name], make)
+        def make():
+            target, contrast = (int(i) for i in self.run(name, text).logits_at(reading.position).topk(2).indices)
+            return draw(dla(reading.model, reading, target, contrast=contrast, unit="head"))
+
+        return self._figure(("dla", name, text), [name], make)
+
+    def circuit(self, name: str, clean: str, corrupted: Any) -> go.Figure:
+        """``probe.circuit(model, clean, corrupted, metric, edges=20).plot()``, the metric as ``patching``'s."""
+        circuit, _ = self._why("circuit")
+        model, read_clean, read_corrupted, metric = self._pair(name, clean, corrupted)
+        from probe.analysis.edges import check_edges
+
+        check_edges(model)  # post-LN and parallel blocks: said before any work
+        make = lambda: circuit(model, read_clean, read_corrupted, metric, edges=20).plot()  # noqa: E731
+        return self._figure(("circuit", name, clean, corrupted), [name], make)
 
     def _why(self, view: str) -> tuple[Callable, Callable]:
         found = why_functions().get(view)
@@ -457,7 +485,7 @@ def why_functions() -> dict[str, tuple[Callable, Callable]]:
     import probe
 
     found = {}
-    for view, name in (("attribution", "attribute"), ("patching", "patching")):
+    for view, name in (("attribution", "attribute"), ("patching", "patching"), ("dla", "dla"), ("circuit", "circuit")):
         try:
             analysis = getattr(probe, name)
             draw = getattr(importlib.import_module("probe.viz"), view)
