@@ -63,6 +63,7 @@ def test_update_shows_the_reports_figures(bench, tiny_gpt, tiny_bert):
         "logit_lens",
         "lens_target",
         "attention",
+        "attention_neurons",
         "attention_entropy",
         "residual_norms",
         "neurons",
@@ -73,6 +74,7 @@ def test_update_shows_the_reports_figures(bench, tiny_gpt, tiny_bert):
     for view in ("tokens", "logit_lens", "attention_entropy", "residual_norms"):
         assert figure_json(figs[view]) == figure_json(getattr(run.plot, view)()), view
     assert figure_json(figs["attention"]) == figure_json(run.plot.attention(1, 2))
+    assert figure_json(figs["attention_neurons"]) == figure_json(run.plot.attention_neurons(1, 2))
     assert figure_json(figs["predictions"]) == figure_json(run.plot.predictions(k=10))
     frame = compare(TEXT, [tiny_gpt, tiny_bert], k=10, rescore=False)
     assert figure_json(figs["comparison"]) == figure_json(frame.plot())
@@ -97,9 +99,9 @@ def test_runs_are_cached_and_a_head_change_redraws_one_figure(tiny_gpt, tiny_ber
     made = bench.stats()["figures_made"]
     bench.update([tiny_gpt.name], "The robot must not hurt", 0, 1)
     assert calls == [tiny_gpt.name]
-    assert bench.stats()["figures_made"] == made + 1  # only the attention figure was drawn
+    assert bench.stats()["figures_made"] == made + 2  # only the head's figures were drawn: pattern, neuron view
     bench.update([tiny_gpt.name], "The robot must not hurt", 0, 0)
-    assert bench.stats()["figures_made"] == made + 1  # and switching back is free
+    assert bench.stats()["figures_made"] == made + 2  # and switching back is free
     calls.clear()
     bench.update([tiny_gpt.name, tiny_bert.name], "The robot must [MASK] hurt", 0, 0)
     assert sorted(calls) == sorted([tiny_gpt.name, tiny_bert.name])  # the comparison reads the views' runs
@@ -230,7 +232,7 @@ def test_one_model_never_runs_twice_at_once(tiny_gpt, tiny_bert, monkeypatch):
 def test_save_as_report_writes_the_same_report(bench, tiny_gpt, tiny_bert, tmp_path):
     path = bench.report([tiny_gpt.name, tiny_bert.name], TEXT, tmp_path / "r.html")
     doc = path.read_text(encoding="utf-8")
-    assert doc.count('class="probe-figure"') == 2 + 2 * 9  # as tests/test_report.py counts them
+    assert doc.count('class="probe-figure"') == 2 + 2 * 10  # as tests/test_report.py counts them
     with pytest.raises(InputError, match="not offered"):
         bench.report(["/etc/passwd"], TEXT, tmp_path / "x.html")
 
@@ -478,7 +480,7 @@ def test_save_button_downloads_the_report(server, tiny_gpt, tiny_bert):
     )
     download = answer["download"]["data"]
     assert download["filename"] == "probe-report-the-robot-must-mask-hurt-the-human.html"
-    assert download["content"].count('class="probe-figure"') == 2 + 2 * 9
+    assert download["content"].count('class="probe-figure"') == 2 + 2 * 10
 
 
 # -- in a browser ------------------------------------------------------------------------------------

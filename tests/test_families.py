@@ -438,3 +438,16 @@ def test_direct_logit_attribution_adds_up(case):
         total = frame["attribution"].sum() + frame.attrs["constant"]
         assert total == pytest.approx(frame.attrs["logit_diff"], abs=1e-4), unit
     assert frame["head"].notna().sum() == m.n_layers * m.n_heads
+
+
+def test_attention_neuron_view_softmax_is_the_models_pattern(case):
+    """bertviz's neuron view on every family: scale * q.k over the visible keys, softmaxed, is the model's own
+    pattern row (rotary q/k after rotation, grouped-query keys shared, GPT-Neo's unscaled local layers)."""
+    m = case.model
+    run = m.run(TEXTS[m.kind][0])
+    for layer in range(m.n_layers):
+        for head in (0, m.n_heads - 1):
+            for query in (1, -1):
+                view = probe.attention_neurons(run, layer, head, query=query)
+                torch.testing.assert_close(view.probs, view.pattern, atol=1e-5, rtol=1e-4)
+                torch.testing.assert_close(view.products.sum(-1), view.keys @ view.query)

@@ -19,7 +19,7 @@ from probe.pages import page, report
 TEXT = "The robot must [MASK] hurt the human."
 HOSTILE = "<img src=x onerror=alert(1)>"
 HOSTILE_TEXT = f"The robot must [MASK] hurt the {HOSTILE} human </script><b>x"
-FIGURES_PER_MODEL = 9  # tokens, predictions, lens, lens target, grid, heads, entropy, norms, neurons
+FIGURES_PER_MODEL = 10  # tokens, predictions, lens, lens target, grid, heads, neuron view, entropy, norms, neurons
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_single_causal_model_report_and_encoder(tiny_gpt, minilm, tmp_path):
     path = report("The robot must not hurt the human.", [tiny_gpt, minilm], tmp_path / "r.html")
     doc = path.read_text(encoding="utf-8")
     assert "Left out of the comparison" in doc  # the encoder has no head to compare
-    assert len(figure_specs(doc)) == 2 + FIGURES_PER_MODEL + 6  # encoder: no predictions / lens
+    assert len(figure_specs(doc)) == 2 + FIGURES_PER_MODEL + FIGURES_PER_MODEL - 3  # encoder: no predictions / lens
 
 
 def test_page_writes_figures_and_frames(tiny_gpt, tmp_path):

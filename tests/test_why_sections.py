@@ -83,9 +83,9 @@ def test_report_why_sections(why_report):
     titles = ("Why: attribution", "Why: direct logit attribution", "Why: activation patching")
     for title in titles + ("Why: head detectors", "Why: circuit", "Why: neuron factors", "Why: layer similarity"):
         assert title in rest
-    # 2 comparison + 2 x 9 per model, then 2 attribution + 2 dla + 2 heads + 2 x 2 patching + 2 circuit (the GPT;
+    # 2 comparison + 2 x 10 per model, then 2 attribution + 2 dla + 2 heads + 2 x 2 patching + 2 circuit (the GPT;
     # the BERT is post-LN and gets a note) + 2 factors + (2 + 1) CKA
-    assert len(figure_specs(doc)) == 2 + 2 * 9 + 2 + 2 + 2 + 4 + 2 + 2 + 3  # circuit: graph + method agreement
+    assert len(figure_specs(doc)) == 2 + 2 * 10 + 2 + 2 + 2 + 4 + 2 + 2 + 3  # circuit: graph + method agreement
     assert "no circuit;" in rest and "post-LN" in rest
     # the dla caption states that the split adds up to the model's own logit difference, per model
     assert rest.count("add up to the model&#39;s own logit difference") == 2

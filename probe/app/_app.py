@@ -35,6 +35,7 @@ TITLES = {
     "logit_lens": "Logit lens",
     "lens_target": "The top answer, layer by layer",
     "attention": "Attention: one head",
+    "attention_neurons": "Inside the head: query, keys, their product",
     "attention_entropy": "Attention entropy (click a cell to pick that head)",
     "residual_norms": "Residual-stream norm",
     "neurons": "Top MLP neurons",
@@ -45,6 +46,9 @@ TITLES = {
 }
 # Captions of the "why" views (the report's own when it has them).
 WHY_CAPTIONS = {
+    "attention_neurons": "The head picked above, at the focused token (default the slot): its query vector over "
+    "every key vector (one column per dimension), their elementwise product, whose row sums are the scores, and "
+    "the softmax of the scaled scores, which is that head's pattern row.",
     "attribution": "Each token of the text the model read, coloured by how much it raised (red) or lowered "
     "(blue) the model's top prediction at the slot (probe.attribute's default method).",
     "dla": "What each attention head (columns), its layer's attention bias and MLP write along the direction that "
@@ -57,13 +61,19 @@ WHY_CAPTIONS = {
     "entering each layer at each position) and measure how much of the clean prediction returns: 1 = all of it. "
     "The metric is the logit difference between the two sentences' top predictions.",
 }
-CAPTION_KEYS = {"comparison": "compare", "lens_target": None, "attention": "attention_heads"}
+CAPTION_KEYS = {
+    "comparison": "compare",
+    "lens_target": None,
+    "attention": "attention_heads",
+    "attention_neurons": "neuron_view",  # the dashboard's own caption (WHY_CAPTIONS): the report's names its head
+}
 DETAIL_ORDER = (
     "predictions",
     "tokens",
     "lens_target",
     "logit_lens",
     "attention",
+    "attention_neurons",
     "attention_entropy",
     "residual_norms",
     "neurons",
@@ -570,6 +580,21 @@ def make_app(bench: Workbench, notice: str | None = None) -> dash.Dash:
     def attention(text, name, layer, head, pos):
         try:
             return bench.attention(name, text, layer, head, pos)
+        except Exception as err:
+            one_line(err)  # the model views' message already says why
+            return blank()
+
+    @app.callback(
+        Output("fig-attention_neurons", "figure"),
+        Input("text", "value"),
+        Input("detail", "value"),
+        Input("layer", "value"),
+        Input("head", "value"),
+        Input("focus", "data"),
+    )
+    def attention_neurons(text, name, layer, head, pos):
+        try:
+            return bench.attention_neurons(name, text, layer, head, pos)
         except Exception as err:
             one_line(err)  # the model views' message already says why
             return blank()

@@ -285,6 +285,14 @@ class Workbench:
         pos = self.focus(run, focus)
         return highlight_row(fig, pos) if pos is not None else fig
 
+    def attention_neurons(self, name: str, text: str, layer: int, head: int, focus: int | None = None) -> go.Figure:
+        """How one head computes the focused query's pattern (``run.plot.attention_neurons``; default the slot)."""
+        run = self.run(name, text)
+        layer, head = self.clamp_head(run.model, layer, head)
+        pos = self.focus(run, focus)
+        key = ("neurons", name, text, layer, head, pos)
+        return self._figure(key, [name], lambda: run.plot.attention_neurons(layer, head, query=pos))
+
     def compare_views(self, names: Sequence[str], text: str, rescore: bool = False) -> dict[str, go.Figure]:
         """The GPT-vs-BERT comparison of the report (``probe.compare``): two figures.
 
@@ -335,7 +343,7 @@ class Workbench:
 
         Returns:
             {view name: Figure}: "comparison", "compare_layers" (two or more models), the MODEL_VIEWS of
-            ``detail`` and "attention" (``layer``, ``head``).
+            ``detail``, "attention" and "attention_neurons" (``layer``, ``head``).
         """
         names = [self.check_name(n) for n in names]
         if not names:
@@ -350,6 +358,7 @@ class Workbench:
                 continue
             out[view] = self.model_view(detail, text, view, focus)
         out["attention"] = self.attention(detail, text, layer, head, focus)
+        out["attention_neurons"] = self.attention_neurons(detail, text, layer, head, focus)
         return out
 
     # -- why: attribution and activation patching (when this install has them) ---------------------

@@ -48,6 +48,10 @@ CAPTIONS = {
     "every token).",
     "attention_heads": "One head at a time, with token labels. Pick a layer in the menu (top left) and a head with "
     "the slider. Each row is a query token; the row's colours are its attention weights over the keys and sum to 1.",
+    "attention_neurons": "Inside one head (L{layer}H{head}: of all heads, the one that looks hardest at a single "
+    "token other than the first): the slot's query vector above every key vector (one column per dimension), "
+    "their elementwise product, whose row sums are the scores, and the softmax of the scaled scores, which is "
+    "that head's pattern row. Blue negative, red positive.",
     "attention_entropy": "How spread out each head's attention is, averaged over the tokens, in bits. 0 bits: every "
     "token attends to exactly one token. High values: attention is spread evenly (hover for the uniform value).",
     "residual_norms": "The size (L2 norm) of the residual stream, the running representation every block reads "
@@ -71,8 +75,11 @@ CAPTIONS = {
 
 
 def model_hooks(model: Model) -> list[str]:
-    """What a model section shows: the default hooks and the last layer's MLP neurons."""
-    return list(dict.fromkeys(model.default_hooks + [act_name("post", model.n_layers - 1)]))
+    """What a model section shows: the default hooks, the last layer's MLP neurons, and every layer's queries
+    and keys (as the scores use them: after rotary where the model rotates) for the neuron view."""
+    rotary = act_name("rot_q", 0) in model.hook_names
+    qk = [act_name(kind, i) for i in range(model.n_layers) for kind in (("rot_q", "rot_k") if rotary else ("q", "k"))]
+    return list(dict.fromkeys(model.default_hooks + [act_name("post", model.n_layers - 1), *qk]))
 
 
 def reads_note(run: Run) -> str:
@@ -178,6 +185,14 @@ def model_section(reading: Reading, name: str, k: int = 10, run: Run | None = No
             CAPTIONS["attention_heads"],
         )
     )
+    layer, head = sharpest_head(run)
+    section.blocks.append(
+        figure_block(
+            plots.attention_neurons(layer, head),
+            f"How head L{layer}H{head} attends from the slot",
+            CAPTIONS["attention_neurons"].format(layer=layer, head=head),
+        )
+    )
     section.blocks.append(figure_block(plots.attention_entropy(), "Attention entropy", CAPTIONS["attention_entropy"]))
     section.blocks.append(figure_block(plots.residual_norms(), "Residual-stream norm", CAPTIONS["residual_norms"]))
     neurons = min(16, model.d_mlp)
@@ -185,6 +200,19 @@ def model_section(reading: Reading, name: str, k: int = 10, run: Run | None = No
         figure_block(plots.neurons(k=neurons), "Top MLP neurons", CAPTIONS["neurons"].format(k=neurons))
     )
     return section
+
+
+def sharpest_head(run: Run) -> tuple[int, int]:
+    """(layer, head) whose pattern at the slot puts the most weight on one token other than the first (the
+    attention sink most heads park on): the head the neuron view explains."""
+    model, slot = run.model, run.position_of(None)
+    best, found = -1.0, (model.n_layers - 1, 0)
+    for layer in range(model.n_layers):
+        row = run[act_name("pattern", layer)][0, :, slot, 1:]  # [head, keys after the first]
+        if row.numel() and float(row.max()) > best:
+            best = float(row.max())
+            found = (layer, int(row.max(-1).values.argmax()))
+    return found
 
 
 GRID_CELLS = 60_000  # attention cells in the all-heads grid: each panel is a thumbnail a few pixels per token

@@ -24,6 +24,7 @@ from probe.viz.compare import compare_layers, comparison
 from probe.viz.dla import dla
 from probe.viz.factors import factors
 from probe.viz.heads import head_scores
+from probe.viz.inside_head import attention_neurons
 from probe.viz.lens import lens_table, lens_target, logit_lens
 from probe.viz.patching import patching
 from probe.viz.predictions import generation, predictions
@@ -47,6 +48,7 @@ __all__ = [
     "attention_grid",
     "attention_heads",
     "attention_entropy",
+    "attention_neurons",
     "residual_norms",
     "neurons",
     "comparison",
@@ -109,6 +111,10 @@ class RunPlots:
         """One head's pattern with token labels."""
         return attention(self.run, layer, head, self.index)
 
+    def attention_neurons(self, layer: int, head: int, query: int | None = None) -> go.Figure:
+        """How one head computes one query's pattern: q, each k, q ⊙ k and the softmax (bertviz's neuron view)."""
+        return attention_neurons(_neurons(self.run, layer, head, query, self.index))
+
     def attention_grid(self, max_tokens: int = 40) -> go.Figure:
         """Every head of every layer (model view); long texts pooled into ``max_tokens`` blocks."""
         return attention_grid(self.run, self.index, max_tokens=max_tokens)
@@ -129,3 +135,9 @@ class RunPlots:
         """Top-k MLP neurons x tokens of ``layer`` (default: the last); needs ``mlp.hook_post`` captured."""
         layer = self.run.model.n_layers - 1 if layer is None else layer
         return neurons(self.run, layer, k=k, index=self.index)
+
+
+def _neurons(run, layer, head, query, index):
+    from probe.analysis.inside_head import attention_neurons as compute
+
+    return compute(run, layer, head, query, index)

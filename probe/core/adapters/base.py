@@ -155,6 +155,15 @@ class Adapter:
             cached = self._point_cache = (key, {p.name: p for p in self.points()})
         return cached[1]
 
+    def attn_scale(self) -> float:
+        """What the model multiplies q·k by before the softmax (1/sqrt(d_head) unless a family says otherwise)."""
+        return self.d_head**-0.5
+
+    def visible_keys(self, layer: int, n: int) -> torch.Tensor:
+        """[n, n] bool: which key positions a query may attend to in ``layer`` (causal: itself and before)."""
+        ones = torch.ones(n, n, dtype=torch.bool)
+        return ones.tril() if self.kind == "causal" else ones
+
     def mlp_call(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
         """What block ``layer``'s MLP writes when it reads residual stream ``resid`` [..., d_model] (its norm,
         then the MLP): the receiver of edge attribution. Blocks whose MLP is one module after ``hook_resid_mid``'s

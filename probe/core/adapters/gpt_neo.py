@@ -25,6 +25,15 @@ class GPTNeoAdapter(Adapter):
         self.d_mlp = c.intermediate_size or 4 * c.hidden_size
         self.vocab_size, self.n_ctx = c.vocab_size, c.max_position_embeddings
 
+    def attn_scale(self) -> float:
+        return 1.0  # GPT-Neo does not scale its attention scores
+
+    def visible_keys(self, layer: int, n: int) -> torch.Tensor:
+        keys = super().visible_keys(layer, n)
+        if self.config.attention_layers[layer] == "local":  # the last window_size keys only
+            keys &= torch.ones(n, n, dtype=torch.bool).triu(-(self.config.window_size - 1))
+        return keys
+
     def points(self) -> list[Point]:
         h = self.n_heads
         pts = [Point("hook_embed", self.body.wte), Point("hook_pos_embed", self.body.wpe)]
