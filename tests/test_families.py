@@ -451,3 +451,27 @@ def test_attention_neuron_view_softmax_is_the_models_pattern(case):
                 view = probe.attention_neurons(run, layer, head, query=query)
                 torch.testing.assert_close(view.probs, view.pattern, atol=1e-5, rtol=1e-4)
                 torch.testing.assert_close(view.products.sum(-1), view.keys @ view.query)
+
+
+def test_circuits_on_every_family_with_separate_inputs(case):
+    """Edges and circuits on every sequential pre-LN family: a sender's edges add up to its node estimate,
+    faithfulness is 1 with every edge and 0 with none; post-LN and parallel blocks are refused by name."""
+    m = case.model
+    if m.kind != "causal":
+        return  # masked families are post-LN: refused as in test_circuit.py
+    clean, bad, metric = (
+        "The robot must not hurt the",
+        "The human must not hurt the",
+        ("logit_diff", " human", " robot"),
+    )
+    if m.adapter.block_form != "pre_ln":
+        with pytest.raises(probe.InputError, match="post-LN|parallel"):
+            probe.circuit(m, clean, bad, metric)
+        return
+    full = probe.circuit(m, clean, bad, metric, edges="all")
+    assert full.faithfulness == pytest.approx(1.0, abs=1e-3)
+    assert probe.circuit(m, clean, bad, metric, edges=0).faithfulness == pytest.approx(0.0, abs=1e-3)
+    by_sender = full.scores.groupby("sender")["estimate"].sum()
+    heads = probe.attribution_patching(m, clean, bad, metric, over="heads")
+    for row in heads.itertuples():
+        assert by_sender[f"L{row.layer}H{row.head}"] == pytest.approx(row.estimate, abs=1e-5)
