@@ -500,6 +500,9 @@ def attribute(
         str, typer.Option("--method", help="integrated_gradients, gradient_x_input, saliency or occlusion.")
     ] = "integrated_gradients",
     position: Annotated[int | None, typer.Option("--position", help="Slot position (default: last / [MASK]).")] = None,
+    steps: Annotated[
+        int, typer.Option("--steps", help="Integration steps to start from (more are added where needed).")
+    ] = 64,
     csv: Annotated[bool, typer.Option("--csv", help="Print the frame as CSV.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print target, values and rows as JSON.")] = False,
     prepend_bos: BosOpt = True,
@@ -518,13 +521,21 @@ def attribute(
     if csv and as_json:
         _fail("choose one of --csv and --json")
     frame = run_attribute(
-        load(_one_model(model, text)), text, target=target, method=method, position=position, prepend_bos=prepend_bos
+        load(_one_model(model, text)),
+        text,
+        target=target,
+        method=method,
+        position=position,
+        prepend_bos=prepend_bos,
+        n_steps=steps,
     )
     a = frame.attrs
     keys = ("model", "text", "target", "target_ids", "method", "baseline", "n_steps", "target_value", "baseline_value")
-    keys += ("prepend_bos", "tokens")
+    keys += ("prepend_bos", "tokens", "convergence_delta", "completeness", "warning")
     title = f"{a['model']}: attribution of {a['target']!r} ({method}); log-prob {a['target_value']:.3f}"
-    _print_frame(frame, title, csv, as_json, {k: a[k] for k in keys} | {"convergence_delta": a["convergence_delta"]})
+    _print_frame(frame, title, csv, as_json, {k: a[k] for k in keys})
+    if a["warning"]:
+        typer.echo(f"warning: {a['warning']}", err=True)
 
 
 @app.command()

@@ -121,16 +121,47 @@ def test_missing_captum_is_one_clear_line(tiny_gpt, monkeypatch):
         probe.attribute(tiny_gpt, TEXT["causal"])
 
 
-@pytest.mark.parametrize("name", ["smollm2-135m", "minilm-mlm"])
-def test_integrated_gradients_complete_on_real_models(name):
-    """The same 5% completeness on the real pretrained models, where their packages are installed."""
+REAL = [
+    ("smollm2-135m", "The robot must not hurt the", " human"),  # the issue's case: 30% off at a fixed 64 steps
+    ("smollm2-135m", "She opened the door and saw a", None),  # 104% off at a fixed 64 steps
+    ("minilm-mlm", "The robot must [MASK] hurt the human.", None),
+    ("minilm-mlm", "She opened the [MASK] and saw a dog.", None),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "target"), REAL)
+def test_integrated_gradients_complete_on_real_models(name, text, target):
+    """Within 1% on the real pretrained models at the default settings (the path is refined where it bends)."""
     from probe.defaults import available
 
     if not available(name):
         pytest.skip(f"{name} is not installed")
     model = probe.load(name)
-    text = TEXT[model.kind].replace("[MASK]", model.tokenizer.mask_token or "[MASK]")
-    frame = probe.attribute(model, text)
+    text = text.replace("[MASK]", model.tokenizer.mask_token or "[MASK]")
+    frame = probe.attribute(model, text, target=target)
     a = frame.attrs
     span = a["target_value"] - a["baseline_value"]
-    assert abs(frame["attribution"].sum() - span) <= 0.05 * abs(span) + 1e-4
+    assert abs(span) > 1
+    assert abs(frame["attribution"].sum() - span) <= 0.01 * abs(span) + 1e-4
+    assert a["completeness"] <= 0.01 and a["warning"] is None
+
+
+def test_refinement_halves_the_segments_that_miss():
+    """Composite quadrature on a path with a sharp step: one segment of 4 points misses it, refinement
+    adds points only until the sum is within the tolerance, and the limit is f(x) - f(base)."""
+    import torch
+    from captum.attr import IntegratedGradients
+
+    from probe.analysis.attribute import _integrate
+
+    def f(e):  # [B, N, d] -> [B]: a step at 0.3 of the way along the first coordinate
+        return torch.sigmoid(80 * (e[..., 0].sum(-1) - 0.3)) + e[..., 1].sum(-1)
+
+    x, base = torch.tensor([[[1.0, 2.0], [0.0, 1.0]]]), torch.zeros(1, 2, 2)
+    exact = float(f(x) - f(base))
+    coarse, delta, used = _integrate(IntegratedGradients(f), x, base, 4, tolerance=1.0)
+    assert used == 4 and abs(delta) > 0.05 * abs(exact)
+    fine, delta, used = _integrate(IntegratedGradients(f), x, base, 4, tolerance=0.001)
+    assert 4 < used <= 32 and abs(delta) <= 0.001 * abs(exact) + 1e-6
+    assert float(fine.sum()) == pytest.approx(exact, rel=1e-3)
+    assert float(fine[1]) == pytest.approx(1.0, rel=1e-4)  # token 1 enters linearly: exact is exact at any step count

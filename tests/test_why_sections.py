@@ -33,6 +33,24 @@ def test_cli_attribute_csv_and_json(runner, tiny_gpt_path):
     assert sum(r["attribution"] for r in payload["rows"]) == pytest.approx(span, rel=0.05)
 
 
+def test_cli_attribute_warns_when_attributions_do_not_add_up(runner, tiny_gpt_path, monkeypatch):
+    """Too few steps and no refinement: the output still comes, with one warning line on stderr."""
+    import probe.analysis.attribute as attribute_module
+
+    monkeypatch.setattr(attribute_module, "REFINE", 1)
+    args = ["attribute", "The robot must not hurt the", "-m", tiny_gpt_path, "--steps", "2", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["completeness"] > 0.05 and payload["n_steps"] == 2
+    assert result.stderr.startswith("warning: integrated gradients do not add up")
+    monkeypatch.setattr(attribute_module, "REFINE", 8)  # refinement on: the same call adds up, no warning
+    result = runner.invoke(app, args)
+    payload = json.loads(result.stdout)
+    assert payload["completeness"] <= 0.01 and payload["n_steps"] > 2 and payload["warning"] is None
+    assert "warning" not in result.stderr
+
+
 def test_cli_patch_table_and_csv(runner, tiny_bert_path):
     clean, bad = "The robot must [MASK] hurt the human.", "The human must [MASK] hurt the human."
     result = runner.invoke(app, ["patch", clean, bad, "-m", tiny_bert_path])

@@ -25,7 +25,7 @@ CAPTIONS = {
     "attribution": "Integrated gradients: how much each token of the text raised (red) or lowered (blue) the "
     "log-probability of the model's answer {target}, relative to the same text with those tokens replaced by "
     "the {baseline} token. The values add up to the log-probability gained ({span:+.3f}; convergence error "
-    "{delta:.1e}). Special tokens and the slot itself are held fixed and get 0.",
+    "{delta:.1e} after {steps} integration steps). Special tokens and the slot itself are held fixed and get 0.",
     "dla": "Direct logit attribution of {target} over {contrast} (the model's two most likely answers at the "
     "slot): what each attention head, each layer's attention bias and each MLP writes along the direction that "
     "separates them, read through the final norm frozen at this run's scale{head}. Red pushes {target}, blue "
@@ -103,8 +103,11 @@ def attribution_section(readings: list[Reading], names: list[str]) -> Section:
             baseline=a["baseline"],
             span=a["target_value"] - a["baseline_value"],
             delta=abs(a["convergence_delta"]),
+            steps=a["n_steps"],
         )
         section.blocks.append(figure_block(attribution(frame), f"{name}: attribution of {a['target']!r}", caption))
+        if a["warning"]:
+            section.blocks.append(note_block(f"{name}: {a['warning']}."))
     return section
 
 
