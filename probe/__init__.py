@@ -48,6 +48,7 @@ _LAZY = {
     "patching": "probe.analysis.intervene",
     "PatchContext": "probe.core.patch",
     "attribute": "probe.analysis.attribute",
+    "attribute_generation": "probe.analysis.attribute",
     "dla": "probe.analysis.dla",
     "attribution_patching": "probe.analysis.atp",
     "path_patching": "probe.analysis.paths",
@@ -77,6 +78,7 @@ __all__ = [
     "patching",
     "PatchContext",
     "attribute",
+    "attribute_generation",
     "dla",
     "attribution_patching",
     "path_patching",
@@ -119,7 +121,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs only
-    from probe.analysis.attribute import attribute
+    from probe.analysis.attribute import attribute, attribute_generation
     from probe.analysis.compare import compare
     from probe.analysis.extract import extract, load_activations
     from probe.analysis.factors import cka, factors

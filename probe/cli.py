@@ -182,7 +182,7 @@ def report(
         typer.Option(
             "--section",
             "-s",
-            help="Extra section: attribution, dla, heads, patching, circuit, factors or cka; repeat for several.",
+            help="Extra section: attribution, generation, dla, heads, patching, circuit, factors or cka; repeat for several.",
         ),
     ] = None,
     corrupted: Annotated[
@@ -503,6 +503,13 @@ def attribute(
     steps: Annotated[
         int, typer.Option("--steps", help="Integration steps to start from (more are added where needed).")
     ] = 64,
+    contrast: Annotated[
+        str | None, typer.Option("--contrast", "-c", help="Attribute log p(target) - log p(contrast) (one token each).")
+    ] = None,
+    generate: Annotated[
+        int | None,
+        typer.Option("--generate", "-g", help="Generate N tokens and attribute each to the tokens before it."),
+    ] = None,
     csv: Annotated[bool, typer.Option("--csv", help="Print the frame as CSV.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print target, values and rows as JSON.")] = False,
     prepend_bos: BosOpt = True,
@@ -514,12 +521,30 @@ def attribute(
       probe attribute "The robot must not hurt the" -m tiny-gpt --target " human"
 
       probe attribute "The robot must [MASK] hurt the human." -m tiny-bert --method occlusion --csv
+
+      probe attribute "The robot must not hurt the" -m tiny-gpt --target " the" --contrast " not"
+
+      probe attribute "The robot must" -m tiny-gpt --generate 6
     """
     from probe.analysis.attribute import attribute as run_attribute
+    from probe.analysis.attribute import attribute_generation
     from probe.core.model import load
 
     if csv and as_json:
         _fail("choose one of --csv and --json")
+    if generate is not None:
+        if target is not None or contrast is not None or position is not None:
+            _fail("--generate attributes the tokens it generates; leave out --target, --contrast and --position")
+        frame = attribute_generation(
+            load(_one_model(model, text)), text, generate, method=method, n_steps=steps, prepend_bos=prepend_bos
+        )
+        a = frame.attrs
+        keys = ("model", "prompt", "generated", "generated_tokens", "method", "baseline", "completeness", "warning")
+        title = f"{a['model']}: {a['prompt']!r} -> {a['generated']!r}, each token attributed ({method})"
+        _print_frame(frame, title, csv, as_json, {k: a[k] for k in keys})
+        if a["warning"]:
+            typer.echo(f"warning: {a['warning']}", err=True)
+        return
     frame = run_attribute(
         load(_one_model(model, text)),
         text,
@@ -528,11 +553,14 @@ def attribute(
         position=position,
         prepend_bos=prepend_bos,
         n_steps=steps,
+        contrast=contrast,
     )
     a = frame.attrs
-    keys = ("model", "text", "target", "target_ids", "method", "baseline", "n_steps", "target_value", "baseline_value")
-    keys += ("prepend_bos", "tokens", "convergence_delta", "completeness", "warning")
-    title = f"{a['model']}: attribution of {a['target']!r} ({method}); log-prob {a['target_value']:.3f}"
+    keys = ("model", "text", "target", "target_ids", "contrast", "contrast_ids", "method", "baseline", "n_steps")
+    keys += ("target_value", "baseline_value", "prepend_bos", "tokens", "convergence_delta", "completeness", "warning")
+    over = f" over {a['contrast']!r}" if contrast is not None else ""
+    what = "log-prob difference" if contrast is not None else "log-prob"
+    title = f"{a['model']}: attribution of {a['target']!r}{over} ({method}); {what} {a['target_value']:.3f}"
     _print_frame(frame, title, csv, as_json, {k: a[k] for k in keys})
     if a["warning"]:
         typer.echo(f"warning: {a['warning']}", err=True)

@@ -165,3 +165,95 @@ def test_refinement_halves_the_segments_that_miss():
     assert 4 < used <= 32 and abs(delta) <= 0.001 * abs(exact) + 1e-6
     assert float(fine.sum()) == pytest.approx(exact, rel=1e-3)
     assert float(fine[1]) == pytest.approx(1.0, rel=1e-4)  # token 1 enters linearly: exact is exact at any step count
+
+
+def test_contrast_attributes_the_log_prob_difference(bundled):
+    """f = log p(target) - log p(contrast), read off the model's own logits; IG adds up to its gain; a
+    gradient method is linear in f, so it is the target's attribution minus the contrast's."""
+    import torch
+
+    text = TEXT[bundled.kind]
+    frame = probe.attribute(bundled, text, target=" not", contrast=" the")
+    a = frame.attrs
+    run = bundled.run(text)
+    logp = run.logits_at(-1 if bundled.kind == "causal" else a["slot"]).float().log_softmax(-1)
+    (nt,), (th,) = a["target_ids"], a["contrast_ids"]
+    assert a["contrast"] == " the" or a["contrast"] == "the"
+    assert a["target_value"] == pytest.approx(float(logp[nt] - logp[th]), abs=1e-4)
+    span = a["target_value"] - a["baseline_value"]
+    assert abs(span) > 0.05 and abs(frame["attribution"].sum() - span) <= 0.01 * abs(span) + 1e-5
+    kw = {"method": "gradient_x_input"}
+    both = probe.attribute(bundled, text, target=" not", contrast=" the", **kw)["attribution"].to_numpy()
+    one = probe.attribute(bundled, text, target=" not", **kw)["attribution"].to_numpy()
+    other = probe.attribute(bundled, text, target=" the", **kw)["attribution"].to_numpy()
+    assert torch.allclose(torch.tensor(both), torch.tensor(one - other), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("target", "contrast", "message"),
+    [(" not", " not", "is the target itself"), (" not", " robot and human", "one token with one token")],
+)
+def test_contrast_errors(tiny_gpt, target, contrast, message):
+    with pytest.raises(InputError, match=message):
+        probe.attribute(tiny_gpt, TEXT["causal"], target=target, contrast=contrast)
+
+
+def test_generation_attribution_is_attribute_at_every_step(tiny_gpt):
+    """The tokens are the model's greedy continuation; step s is probe.attribute of the prompt plus the first
+    s generated tokens, with token s as the target, over those tokens and nothing later."""
+    frame = probe.attribute_generation(tiny_gpt, "The robot must", max_new_tokens=4)
+    a = frame.attrs
+    assert list(frame.columns) == ["step", "generated_token", "position", "token", "attribution"]
+    text, steps = tiny_gpt.generate("The robot must", max_new_tokens=4, k=1)
+    assert "The robot must" + a["generated"] == text
+    assert a["generated_tokens"] == steps.loc[steps["chosen"], "token"].tolist()
+    n_prompt = a["n_prompt"]
+    new = a["generated_ids"]
+    assert steps.loc[steps["chosen"], "token_id"].tolist() == new
+    for step, rows in frame.groupby("step"):
+        assert rows["position"].tolist() == list(range(n_prompt + step))
+        alone = probe.attribute(tiny_gpt, "The robot must", target=new[: step + 1])
+        if step == 0:  # the same call by hand: same numbers
+            assert rows["attribution"].to_numpy() == pytest.approx(alone["attribution"].to_numpy(), abs=1e-5)
+        assert a["completeness"][step] <= 0.01
+    assert a["warning"] is None
+
+
+def test_generation_attribution_forced_continuation_and_view(tiny_gpt):
+    frame = probe.attribute_generation(tiny_gpt, "The robot must", continuation=" not hurt", method="saliency")
+    assert "".join(frame.attrs["generated_tokens"]) == " not hurt"
+    assert frame.attrs["completeness"] == [None] * len(frame.attrs["generated_tokens"])
+    assert (frame["attribution"] >= 0).all()
+    fig = probe.viz.attribution_generation(frame)
+    z = fig.data[0].z
+    k, n = len(frame.attrs["generated_tokens"]), frame.attrs["n_prompt"]
+    assert z.shape == (k, n + k - 1)
+    for step in range(k):  # tokens not generated yet are empty, the ones read are not
+        row = z[step]
+        assert all(v == v for v in row[: n + step]) and all(v != v for v in row[n + step :])
+    assert fig.layout.shapes[0].x0 == n - 0.5  # the prompt | generated line
+
+
+def test_generation_attribution_errors(tiny_gpt, tiny_bert):
+    with pytest.raises(InputError, match="generates nothing"):
+        probe.attribute_generation(tiny_bert, "The robot must")
+    with pytest.raises(InputError, match="context of .*; ask for at most"):
+        probe.attribute_generation(tiny_gpt, "The robot must", max_new_tokens=200)
+    with pytest.raises(InputError, match="continuation is empty"):
+        probe.attribute_generation(tiny_gpt, "The robot must", continuation="")
+    with pytest.raises(InputError, match="attribution_generation\\(\\) takes"):
+        probe.viz.attribution_generation(probe.attribute(tiny_gpt, "The robot must"))
+
+
+def test_readme_snippet_runs_as_printed(tiny_gpt, monkeypatch):
+    from pathlib import Path
+
+    import plotly.graph_objects as go
+
+    shown = []
+    monkeypatch.setattr(go.Figure, "show", lambda fig, *a, **k: shown.append(fig))
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    code = next(b for b in readme.split("```python\n")[1:] if "attribute_generation(" in b).split("```")[0]
+    scope = {"probe": probe, "gpt": probe.load("tiny-gpt")}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["steps"]["step"].nunique() == 6 and len(shown) == 1 and shown[0].data[0].z.shape[0] == 6

@@ -51,6 +51,24 @@ def test_cli_attribute_warns_when_attributions_do_not_add_up(runner, tiny_gpt_pa
     assert "warning" not in result.stderr
 
 
+def test_cli_attribute_contrast_and_generate(runner, tiny_gpt_path):
+    args = ["attribute", "The robot must not hurt the", "-m", tiny_gpt_path, "-t", " the", "-c", " not", "--json"]
+    payload = json.loads(runner.invoke(app, args).stdout)
+    assert payload["contrast"] == " not" and payload["completeness"] <= 0.01
+    span = payload["target_value"] - payload["baseline_value"]
+    assert sum(r["attribution"] for r in payload["rows"]) == pytest.approx(span, rel=0.01)
+    result = runner.invoke(app, ["attribute", "The robot must", "-m", tiny_gpt_path, "--generate", "3", "--csv"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(io.StringIO(result.stdout))
+    assert list(frame.columns) == ["step", "generated_token", "position", "token", "attribution"]
+    assert sorted(frame["step"].unique()) == [0, 1, 2]
+    one_line_error(runner.invoke(app, args[:-1] + ["-c", " the"]), "is the target itself")
+    result = runner.invoke(app, ["attribute", "The robot must", "-m", tiny_gpt_path, "-g", "2", "-t", " the"])
+    one_line_error(result, "--generate attributes the tokens it generates")
+    result = runner.invoke(app, ["attribute", "The robot must", "-m", tiny_gpt_path, "-g", "500"])
+    one_line_error(result, "more go past", "context of")
+
+
 def test_cli_patch_table_and_csv(runner, tiny_bert_path):
     clean, bad = "The robot must [MASK] hurt the human.", "The human must [MASK] hurt the human."
     result = runner.invoke(app, ["patch", clean, bad, "-m", tiny_bert_path])
@@ -90,7 +108,7 @@ def why_report(tiny_gpt, tiny_bert, tmp_path_factory):
     path = tmp_path_factory.mktemp("why") / "why.html"
     text = f"The robot must [MASK] hurt the {HOSTILE} human."
     bad = f"The human must [MASK] hurt the {HOSTILE} human."  # one token for one in the fixtures' vocabulary
-    sections = ["attribution", "dla", "heads", "patching", "circuit", "factors", "cka"]
+    sections = ["attribution", "generation", "dla", "heads", "patching", "circuit", "factors", "cka"]
     return report(text, [tiny_gpt, tiny_bert], path, sections=sections, corrupted=bad)
 
 
@@ -98,12 +116,14 @@ def test_report_why_sections(why_report):
 
     doc = why_report.read_text(encoding="utf-8")
     _, rest = split_plotly(doc)
-    titles = ("Why: attribution", "Why: direct logit attribution", "Why: activation patching")
+    titles = ("Why: attribution", "Why: attribution over generation", "Why: direct logit attribution")
+    titles += ("Why: activation patching",)
     for title in titles + ("Why: head detectors", "Why: circuit", "Why: neuron factors", "Why: layer similarity"):
         assert title in rest
-    # 2 comparison + 2 x 10 per model, then 2 attribution + 2 dla + 2 heads + 2 x 2 patching + 2 circuit (the GPT;
+    # 2 comparison + 2 x 10 per model, then 2 attribution + 1 generation (the BERT gets a note) + 2 dla + 2 heads + 2 x 2 patching + 2 circuit (the GPT;
     # the BERT is post-LN and gets a note) + 2 factors + (2 + 1) CKA
-    assert len(figure_specs(doc)) == 2 + 2 * 10 + 2 + 2 + 2 + 4 + 2 + 2 + 3  # circuit: graph + method agreement
+    assert len(figure_specs(doc)) == 2 + 2 * 10 + 2 + 1 + 2 + 2 + 4 + 2 + 2 + 3  # circuit: graph + method agreement
+    assert "a masked model generates nothing" in rest and "each row adding up to its own log-probability gain" in rest
     assert "no circuit;" in rest and "post-LN" in rest
     # the dla caption states that the split adds up to the model's own logit difference, per model
     assert rest.count("add up to the model&#39;s own logit difference") == 2

@@ -63,8 +63,8 @@ def _target_ids(model: Model, target) -> list[int]:
     return ids
 
 
-def _setup(model: Model, text: str, target, position: int | None, prepend_bos: bool | None = None):
-    """(ids [1, N], slot positions per target token, target ids, fixed [N] bool, length n, slot).
+def _setup(model: Model, text, target, position: int | None, prepend_bos: bool | None = None, contrast=None):
+    """(ids [1, N], slot positions per target token, target ids, contrast ids, fixed [N] bool, length n, slot).
 
     The text is read as ``Model.run`` reads it (the ``prepend_bos`` rule); positions are those of ``run``."""
     from probe.analysis.reading import Reading
@@ -72,6 +72,8 @@ def _setup(model: Model, text: str, target, position: int | None, prepend_bos: b
 
     if isinstance(text, Reading):  # parsed and tokenised already (the report's): read those very ids
         ids, prepend_bos = text.ids, text.prepend_bos
+    elif isinstance(text, torch.Tensor):  # token ids [1, N] read with prepend_bos (attribute_generation's)
+        ids = text
     elif isinstance(text, str):
         ids, _ = model.encode([text], prepend_bos=prepend_bos)
     else:
@@ -96,6 +98,19 @@ def _setup(model: Model, text: str, target, position: int | None, prepend_bos: b
         targets = [int(logits.argmax())]
     else:
         targets = _target_ids(model, target)
+    contrasts = []
+    if contrast is not None:
+        contrasts = _target_ids(model, contrast)
+        if len(targets) != 1 or len(contrasts) != 1:
+            raise InputError(
+                f"contrast compares one token with one token; {contrast!r} or the target is several tokens "
+                f"for {model.name}: pass single words (' human' vs ' robot') or token ids"
+            )
+        if contrasts == targets:
+            raise InputError(
+                f"contrast {contrast!r} is the target itself, so there is no difference to attribute; "
+                "pass another word (the runner-up, say)"
+            )
     k = len(targets)
     if model.kind == "causal":
         full = torch.cat([ids, torch.tensor([targets[:-1]], dtype=ids.dtype)], dim=1)
@@ -107,7 +122,7 @@ def _setup(model: Model, text: str, target, position: int | None, prepend_bos: b
         slots = list(range(slot, slot + k))
     if full.shape[1] > model.n_ctx:
         raise InputError(f"text plus target is {full.shape[1]} tokens, longer than {model.name}'s context")
-    return full, slots, targets, fixed, n, slot
+    return full, slots, targets, contrasts, fixed, n, slot
 
 
 def attribute(
@@ -120,6 +135,7 @@ def attribute(
     n_steps: int = IG_STEPS,
     prepend_bos: bool | None = None,
     tolerance: float = TOLERANCE,
+    contrast: str | int | None = None,
 ) -> pd.DataFrame:
     """How much each input token contributed to the model's (log-)probability of ``target``.
 
@@ -129,6 +145,9 @@ def attribute(
             are attributed as they are, and the frame's ``.attrs["reading"]`` records it.
         target: a word (" not"), a token id, several ids, or a continuation string of several tokens
             (summed log-probability); default the model's own top prediction.
+        contrast: a word or token id: attribute log p(target) - log p(contrast) instead (contrastive
+            attribution, Yin & Neubig 2022: why this word rather than that one); one token each. Every
+            method works on the difference, and integrated gradients add up to its gain as before.
         method: "integrated_gradients" (captum IntegratedGradients, Gauss-Legendre, ``n_steps``),
             "gradient_x_input" (signed), "saliency" (L2 norm of the gradient, >= 0) or "occlusion"
             (f(input) - f(input with that token's embedding set to the baseline)).
@@ -152,7 +171,8 @@ def attribute(
     Returns:
         DataFrame [position, token, attribution, method], one row per token read (special tokens and
         the start token 0); positions are ``run``'s. ``.attrs``: prepend_bos and tokens (what was read), target (the target tokens as text), target_ids, target_value
-        (f(input), the log-probability), baseline_value (f(baseline)), convergence_delta
+        (f(input), the log-probability, minus the contrast's when given), baseline_value (f(baseline)),
+        contrast and contrast_ids (None without one), convergence_delta
         (integrated gradients: sum(attribution) - (target_value - baseline_value); else None),
         completeness (|convergence_delta| / |target_value - baseline_value|), warning (a sentence when
         completeness is worse than 5%, else None), baseline, n_steps (the steps used), slot, model.
@@ -179,7 +199,7 @@ def attribute(
         raise InputError(f"baseline={baseline!r} is not known; use one of {', '.join(BASELINES)}")
     if n_steps < 2:
         raise InputError("n_steps must be at least 2")
-    full, slots, targets, fixed, n, slot = _setup(model, text, target, position, prepend_bos)
+    full, slots, targets, contrasts, fixed, n, slot = _setup(model, text, target, position, prepend_bos, contrast)
     full = full.to(model.device)
     mask = torch.ones_like(full)
     emb = model.hf.get_input_embeddings()
@@ -193,6 +213,7 @@ def attribute(
     x.requires_grad_(True)
     slot_t = torch.tensor(slots, device=x.device)
     tgt_t = torch.tensor(targets, device=x.device)
+    con_t = torch.tensor(contrasts, device=x.device, dtype=torch.long)
 
     def f(embeds: torch.Tensor) -> torch.Tensor:  # [B, N, d_model] -> [B] summed log-prob of the target
         batch = len(embeds)
@@ -201,7 +222,10 @@ def attribute(
             model.adapter, ids, mask.expand(batch, -1), [LOGITS], grad=True, embeds=embeds.to(emb.weight.dtype)
         )[LOGITS]
         logp = logits[:, slot_t].float().log_softmax(-1)  # [B, k, vocab]
-        return logp.gather(-1, tgt_t.expand(batch, -1)[..., None])[..., 0].sum(-1)
+        value = logp.gather(-1, tgt_t.expand(batch, -1)[..., None])[..., 0].sum(-1)
+        if len(con_t):  # log p(target) - log p(contrast) at the one slot
+            value = value - logp[:, 0, con_t[0]]
+        return value
 
     delta, used = None, None
     with torch.enable_grad():
@@ -236,6 +260,8 @@ def attribute(
     frame.attrs.update(
         target="".join(model.to_str_tokens(targets)),
         target_ids=targets,
+        contrast="".join(model.to_str_tokens(contrasts)) if contrasts else None,
+        contrast_ids=contrasts or None,
         target_value=value,
         baseline_value=base_value,
         convergence_delta=delta,
@@ -257,9 +283,122 @@ def attribute(
         frame.attrs.update(
             text=text, prepend_bos=model.reads_bos(prepend_bos), tokens=model.tokenize(text, prepend_bos)
         )
+    elif isinstance(text, torch.Tensor):
+        frame.attrs.update(prepend_bos=model.reads_bos(prepend_bos), tokens=model.to_str_tokens(text[0].tolist()))
     else:  # a Reading: what it read, without tokenising again
         frame.attrs.update(text=text.read, prepend_bos=text.prepend_bos, tokens=text.tokens, reading=text.attrs())
     return frame
+
+
+def attribute_generation(
+    model: Model,
+    prompt: str,
+    max_new_tokens: int = 8,
+    method: str = "integrated_gradients",
+    continuation: str | None = None,
+    baseline: str | None = None,
+    n_steps: int = IG_STEPS,
+    prepend_bos: bool | None = None,
+) -> pd.DataFrame:
+    """Every generated token attributed to the prompt and to the tokens generated before it (inseq's view).
+
+    The model continues ``prompt`` greedily (or is made to read ``continuation``: forced decoding); for
+    step s the text read is the prompt plus the first s generated tokens, and the target is token s, so
+    each row of the heatmap is one ``probe.attribute`` call (same methods, baseline and refinement;
+    every integrated-gradients step adds up to its own log-probability gain).
+
+    Args:
+        prompt: the text to continue (causal models only).
+        max_new_tokens: tokens to generate; the prompt plus them must fit the context.
+        continuation: attribute this text's tokens instead of generating (then its length counts, not
+            ``max_new_tokens``).
+        method, baseline, n_steps, prepend_bos: as ``probe.attribute``.
+
+    Returns:
+        DataFrame [step, generated_token, position, token, attribution], long form: for each step, one row
+        per token read before it (the start token, held fixed, scores 0). ``.attrs``: prompt, generated
+        (the new text), generated_tokens, generated_ids, tokens (every token read), n_prompt, method, baseline,
+        target_values, baseline_values, completeness (per step; None except integrated gradients),
+        warning (the first step that does not add up, or None), model.
+
+    Example:
+        >>> probe.attribute_generation(probe.load("tiny-gpt"), "The robot must", max_new_tokens=4)
+    """
+    import pandas as pd
+
+    from probe import _validate as check
+    from probe.analysis.predict import article
+
+    prompt = check.text(prompt, "prompt")
+    max_new_tokens = check.integer(max_new_tokens, "max_new_tokens", minimum=1)
+    if model.kind != "causal":
+        raise InputError(
+            f"{model.name} is {article(model.kind)} model and generates nothing; attribute_generation needs a "
+            "causal LM (for a masked model use probe.attribute at the [MASK])"
+        )
+    ids, _ = model.encode([prompt], prepend_bos=prepend_bos)
+    n_prompt = ids.shape[1]
+    if continuation is not None:
+        new = model.tokenizer.encode(check.text(continuation, "continuation"), add_special_tokens=False)
+        if not new:
+            raise InputError(f"continuation {continuation!r} has no tokens; pass some text or None to generate")
+    else:
+        if n_prompt + max_new_tokens > model.n_ctx:
+            raise InputError(
+                f"the prompt is {n_prompt} tokens, so {max_new_tokens} more go past {model.name}'s context of "
+                f"{model.n_ctx}; ask for at most {max(model.n_ctx - n_prompt, 0)} new tokens or shorten the prompt"
+            )
+        new = []
+        with torch.inference_mode():
+            for _ in range(max_new_tokens):
+                step_ids = torch.cat([ids, torch.tensor([new], dtype=ids.dtype)], dim=1)
+                new.append(int(model.run(step_ids, hooks=["logits"])["logits"][0, -1].argmax()))
+    if n_prompt + len(new) > model.n_ctx:
+        raise InputError(
+            f"prompt plus continuation is {n_prompt + len(new)} tokens, past {model.name}'s context of {model.n_ctx}"
+        )
+    full = torch.cat([ids, torch.tensor([new], dtype=ids.dtype)], dim=1)
+    toks = model.to_str_tokens(full[0].tolist())
+    frames, values, base_values, complete, warning = [], [], [], [], None
+    for step, token_id in enumerate(new):
+        read = full[:, : n_prompt + step]
+        frame = attribute(
+            model, read, target=[token_id], method=method, baseline=baseline, n_steps=n_steps, prepend_bos=prepend_bos
+        )
+        a = frame.attrs
+        values.append(a["target_value"])
+        base_values.append(a["baseline_value"])
+        complete.append(a["completeness"])
+        warning = warning or (a["warning"] and f"step {step} ({toks[n_prompt + step]!r}): {a['warning']}")
+        frames.append(
+            pd.DataFrame(
+                {
+                    "step": step,
+                    "generated_token": toks[n_prompt + step],
+                    "position": frame["position"],
+                    "token": frame["token"],
+                    "attribution": frame["attribution"],
+                }
+            )
+        )
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs.update(
+        prompt=prompt,
+        generated=model.tokenizer.decode(new),
+        generated_tokens=toks[n_prompt:],
+        generated_ids=new,
+        tokens=toks,
+        n_prompt=n_prompt,
+        method=method,
+        baseline=a["baseline"],
+        target_values=values,
+        baseline_values=base_values,
+        completeness=complete,
+        warning=warning,
+        prepend_bos=model.reads_bos(prepend_bos),
+        model=model.name,
+    )
+    return out
 
 
 def _integrate(ig, x: torch.Tensor, base: torch.Tensor, n_steps: int, tolerance: float):

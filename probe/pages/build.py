@@ -331,7 +331,7 @@ def report(
         plotly_js: "inline" (default: the page is one self-contained file) or "beside" (plotly.js is written
             once next to the page and shared, for folders of many reports).
         sections: extra "why" sections after the model sections, any of "attribution" (integrated
-            gradients per token), "patching" (activation patching; needs ``corrupted``), "factors"
+            gradients per token), "generation" (what each token a causal model writes next was read from), "patching" (activation patching; needs ``corrupted``), "factors"
             (NMF neuron factors) and "cka" (layer similarity). Default: none (the report as before).
         corrupted: for "patching": the text with one word changed (same number of tokens).
         prepend_bos: how causal models read the text, in every section (None: each ``Model.prepend_bos``,

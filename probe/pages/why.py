@@ -1,7 +1,7 @@
 """Optional report sections that ask *why*: attribution, direct logit attribution, activation patching,
 neuron factors, CKA.
 
-``probe.report(..., sections=["attribution", "dla", "heads", "patching", "circuit", "factors", "cka"])`` adds one section per
+``probe.report(..., sections=["attribution", "generation", "dla", "heads", "patching", "circuit", "factors", "cka"])`` adds one section per
 name, after the model sections. Each reads the same text the model sections read (a causal model sees
 the left context of the [MASK]) and goes through the same escaped blocks as every other section.
 """
@@ -19,13 +19,17 @@ from probe.pages.html import Section, figure_block, note_block, table_block
 if TYPE_CHECKING:
     from probe.core.model import Model
 
-SECTIONS = ("attribution", "dla", "heads", "patching", "circuit", "factors", "cka")
+SECTIONS = ("attribution", "generation", "dla", "heads", "patching", "circuit", "factors", "cka")
 
 CAPTIONS = {
     "attribution": "Integrated gradients: how much each token of the text raised (red) or lowered (blue) the "
     "log-probability of the model's answer {target}, relative to the same text with those tokens replaced by "
     "the {baseline} token. The values add up to the log-probability gained ({span:+.3f}; convergence error "
     "{delta:.1e} after {steps} integration steps). Special tokens and the slot itself are held fixed and get 0.",
+    "generation": "The model continues the text by itself ({generated}); every token it writes is attributed "
+    "to the tokens it read at that step, the text and the tokens it generated before (integrated gradients, "
+    "each row adding up to its own log-probability gain{worst}). Rows are generated tokens, columns tokens "
+    "read; the line marks where the text ends.",
     "dla": "Direct logit attribution of {target} over {contrast} (the model's two most likely answers at the "
     "slot): what each attention head, each layer's attention bias and each MLP writes along the direction that "
     "separates them, read through the final norm frozen at this run's scale{head}. Red pushes {target}, blue "
@@ -106,6 +110,40 @@ def attribution_section(readings: list[Reading], names: list[str]) -> Section:
             steps=a["n_steps"],
         )
         section.blocks.append(figure_block(attribution(frame), f"{name}: attribution of {a['target']!r}", caption))
+        if a["warning"]:
+            section.blocks.append(note_block(f"{name}: {a['warning']}."))
+    return section
+
+
+GENERATED = 6  # tokens the report's generation section writes and attributes
+
+
+def generation_section(readings: list[Reading], names: list[str]) -> Section:
+    from probe.analysis.attribute import attribute_generation
+    from probe.viz.attribution import attribution_generation
+
+    section = Section(
+        title="Why: attribution over generation",
+        intro="What each token a causal model writes next was read from.",
+        id="generation",
+    )
+    for reading, name in zip(readings, names):
+        model = reading.model
+        if model.kind != "causal":
+            section.blocks.append(note_block(f"{name}: a {model.kind} model generates nothing; see its attribution."))
+            continue
+        read = _read(reading)
+        room = model.n_ctx - len(reading.ids[0])
+        if room < 1:
+            section.blocks.append(note_block(f"{name}: the text fills the context, so nothing is generated."))
+            continue
+        frame = attribute_generation(model, read, max_new_tokens=min(GENERATED, room), prepend_bos=reading.prepend_bos)
+        a = frame.attrs
+        worst = max((c for c in a["completeness"] if c is not None), default=None)
+        caption = CAPTIONS["generation"].format(
+            generated=repr(a["generated"]), worst="" if worst is None else f"; worst completeness error {worst:.1%}"
+        )
+        section.blocks.append(figure_block(attribution_generation(frame), f"{name}: {a['generated']!r}", caption))
         if a["warning"]:
             section.blocks.append(note_block(f"{name}: {a['warning']}."))
     return section
@@ -304,6 +342,8 @@ def why_sections(
     for name in sections:
         if name == "attribution":
             out.append(attribution_section(readings, names))
+        elif name == "generation":
+            out.append(generation_section(readings, names))
         elif name == "dla":
             out.append(dla_section(readings, names))
         elif name == "heads":

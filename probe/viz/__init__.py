@@ -2,7 +2,7 @@
 
 One module per view: ``tokens``, ``predictions`` (+ ``generation``), ``lens`` (``logit_lens``,
 ``lens_target``), ``attention`` (one head, grid, head picker, entropy), ``activations`` (residual norms,
-neurons), ``compare``, and the "why" views that take a frame: ``attribution`` (coloured text),
+neurons), ``compare``, and the "why" views that take a frame: ``attribution`` (coloured text), ``attribution_generation`` (generated x read tokens),
 ``dla`` (direct logit attribution per head, MLP or neuron), ``head_scores`` (head detectors), ``circuit`` (a circuit's kept edges), ``agreement`` (methods' head rankings), ``patching`` (layers x positions/heads), ``factors`` (tokens by dominant factor) and ``cka`` (layer
 similarity). Plotly itself is imported only when a figure is built.
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from probe.viz.activations import neurons, residual_norms
 from probe.viz.agreement import agreement
 from probe.viz.attention import attention, attention_entropy, attention_grid, attention_heads
-from probe.viz.attribution import attribution
+from probe.viz.attribution import attribution, attribution_generation
 from probe.viz.circuit import circuit
 from probe.viz.cka import cka
 from probe.viz.compare import compare_layers, comparison
@@ -54,6 +54,7 @@ __all__ = [
     "comparison",
     "compare_layers",
     "attribution",
+    "attribution_generation",
     "dla",
     "circuit",
     "agreement",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from probe.errors import InputError
-from probe.viz._style import DIVERGING, esc, figure, label, rounded
+from probe.viz._style import DIVERGING, cell_size, diverging_heatmap, esc, figure, label, labels, rounded, tick_font
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,7 +55,7 @@ def attribution(frame: pd.DataFrame, per_row: int = 12, title: str | None = None
     signed = bool((values < 0).any())
     bound = float(np.abs(values).max()) or 1.0
     a = frame.attrs
-    target = esc(repr(a.get("target", "")))
+    target = esc(repr(a.get("target", ""))) + (f" over {esc(repr(a['contrast']))}" if a.get("contrast") else "")
     title = title or f"{esc(a.get('model', ''))}: which tokens drove {target} ({esc(frame['method'].iloc[0])})"
     fig = figure(
         title=title,
@@ -82,4 +82,70 @@ def attribution(frame: pd.DataFrame, per_row: int = 12, title: str | None = None
             textfont={"size": 12},
         )
     )
+    return fig
+
+
+def attribution_generation(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Generation attribution as inseq draws it: one row per generated token, one column per token read.
+
+    Args:
+        frame: what ``probe.attribute_generation`` returns, [step, generated_token, position, token,
+            attribution]. Cells right of a step's own context (tokens not generated yet) stay empty.
+
+    Returns:
+        Figure with one Heatmap [generated token, source token], diverging colours centred on 0; a line
+        marks where the prompt ends.
+
+    Example:
+        >>> probe.viz.attribution_generation(probe.attribute_generation(gpt, "The robot must", 6)).show()
+    """
+    need = {"step", "generated_token", "position", "token", "attribution"}
+    if frame is None or len(frame) == 0 or not need <= set(frame.columns):
+        raise InputError("attribution_generation() takes the frame probe.attribute_generation returns")
+    table = frame.pivot_table(index="step", columns="position", values="attribution", aggfunc="first")
+    steps, positions = table.index.tolist(), table.columns.tolist()
+    z = table.to_numpy(dtype=float)
+    a = frame.attrs
+    source = dict(zip(frame["position"], frame["token"]))
+    made = dict(zip(frame["step"], frame["generated_token"]))
+    rows = [f"{s}: {t}" for s, t in zip(steps, labels([made[s] for s in steps], 12))]
+    cols = [f"{p}: {t}" for p, t in zip(positions, labels([source[p] for p in positions], 10))]
+    hover = np.array(
+        [
+            [
+                f"step {s} {esc(repr(made[s]))}<br>from position {p} {esc(repr(source[p]))}<br>attribution {z[i, j]:.4g}"
+                for j, p in enumerate(positions)
+            ]
+            for i, s in enumerate(steps)
+        ],
+        dtype=object,
+    )
+    bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+    cell = cell_size(len(positions), target=720, lo=14, hi=56)
+    method = esc(str(a.get("method", "attribution")).replace("_", " "))
+    title = title or f"{esc(a.get('model', ''))}: what each generated token was read from ({method})"
+    fig = figure(
+        title=title,
+        width=int(260 + cell * len(positions)),
+        height=190 + 30 * len(steps),
+        xaxis={
+            "tickmode": "array",
+            "tickvals": list(range(len(positions))),
+            "ticktext": cols,
+            "tickangle": -45 if len(positions) > 8 else 0,
+            "tickfont": {"size": tick_font(cell)},
+            "title": {"text": "token read"},
+        },
+        yaxis={
+            "tickmode": "array",
+            "tickvals": list(range(len(steps))),
+            "ticktext": rows,
+            "autorange": "reversed",
+            "title": {"text": "token generated"},
+        },
+    )
+    fig.add_trace(diverging_heatmap(z, hover, bound, "attribution"))
+    n_prompt = a.get("n_prompt")
+    if n_prompt and n_prompt < len(positions):  # the prompt | generated boundary
+        fig.add_vline(x=n_prompt - 0.5, line_width=2, line_color="#444")
     return fig
