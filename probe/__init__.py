@@ -56,6 +56,9 @@ _LAZY = {
     "agreement": "probe.analysis.agreement",
     "attention_neurons": "probe.analysis.inside_head",
     "head_scores": "probe.analysis.heads",
+    "train_lens": "probe.analysis.tuned_lens",
+    "load_lens": "probe.analysis.tuned_lens",
+    "TunedLens": "probe.analysis.tuned_lens",
     "factors": "probe.analysis.factors",
     "cka": "probe.analysis.factors",
     "dashboard": "probe.app",
@@ -86,6 +89,9 @@ __all__ = [
     "agreement",
     "attention_neurons",
     "head_scores",
+    "train_lens",
+    "load_lens",
+    "TunedLens",
     "factors",
     "cka",
     "dashboard",
@@ -127,6 +133,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from probe.analysis.factors import cka, factors
     from probe.analysis.intervene import ablate, patching, steer
     from probe.analysis.probing import fit_probes
+    from probe.analysis.tuned_lens import TunedLens, load_lens, train_lens
     from probe.analysis.verify import verify
     from probe.app import dashboard
     from probe.cards import models

@@ -566,6 +566,43 @@ def attribute(
         typer.echo(f"warning: {a['warning']}", err=True)
 
 
+@app.command("train-lens")
+@_errors_as_one_line
+def train_lens_(
+    corpus: Annotated[Path, typer.Argument(help="Text file, one document per line (the last tenth is held out).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to save the lens in (and resume from).")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name, folder or hub id.")] = None,
+    steps: Annotated[int, typer.Option("--steps", help="Optimisation steps in all.")] = 250,
+    rank: Annotated[int | None, typer.Option("--rank", help="Low-rank translators (smaller files).")] = None,
+    lr: Annotated[float, typer.Option("--lr", help="Adam's learning rate.")] = 1e-3,
+    csv: Annotated[bool, typer.Option("--csv", help="Print the KL table as CSV.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the lens and the KL table as JSON.")] = False,
+) -> None:
+    """Train a tuned lens on CORPUS and print, per layer, KL(final || logit lens) against KL(final || tuned lens)
+    on the held-out lines.
+
+    Examples:
+
+      probe train-lens corpus.txt -m tiny-gpt -o lenses/tiny-gpt --steps 200
+
+      probe train-lens corpus.txt -m tiny-bert -o lenses/tiny-bert --rank 32 --csv
+    """
+    from probe.analysis.tuned_lens import lens_kl, train_lens
+    from probe.core.model import load
+
+    if not corpus.is_file():
+        _fail(f"corpus {corpus} is not a file; pass a text file with one document per line")
+    docs = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(docs) < 2:
+        _fail(f"corpus {corpus} has {len(docs)} non-empty lines; it needs at least 2 (one is held out)")
+    held = max(1, len(docs) // 10)
+    chosen = load(model or _models(None)[0])
+    lens = train_lens(chosen, docs[:-held], steps=steps, out=out, rank=rank, lr=lr)
+    frame = lens_kl(chosen, docs[-held:], lens)
+    title = f"{chosen.name}: tuned lens saved in {out} ({lens.meta['steps']} steps); KL on {held} held-out lines"
+    _print_frame(frame, title, csv, as_json, {"model": chosen.name, "out": str(out), **lens.meta})
+
+
 @app.command()
 @_errors_as_one_line
 def dla(

@@ -299,6 +299,7 @@ def attribute_generation(
     baseline: str | None = None,
     n_steps: int = IG_STEPS,
     prepend_bos: bool | None = None,
+    tolerance: float = TOLERANCE,
 ) -> pd.DataFrame:
     """Every generated token attributed to the prompt and to the tokens generated before it (inseq's view).
 
@@ -312,7 +313,7 @@ def attribute_generation(
         max_new_tokens: tokens to generate; the prompt plus them must fit the context.
         continuation: attribute this text's tokens instead of generating (then its length counts, not
             ``max_new_tokens``).
-        method, baseline, n_steps, prepend_bos: as ``probe.attribute``.
+        method, baseline, n_steps, prepend_bos, tolerance: as ``probe.attribute``.
 
     Returns:
         DataFrame [step, generated_token, position, token, attribution], long form: for each step, one row
@@ -363,7 +364,14 @@ def attribute_generation(
     for step, token_id in enumerate(new):
         read = full[:, : n_prompt + step]
         frame = attribute(
-            model, read, target=[token_id], method=method, baseline=baseline, n_steps=n_steps, prepend_bos=prepend_bos
+            model,
+            read,
+            target=[token_id],
+            method=method,
+            baseline=baseline,
+            n_steps=n_steps,
+            prepend_bos=prepend_bos,
+            tolerance=tolerance,
         )
         a = frame.attrs
         values.append(a["target_value"])

@@ -42,7 +42,21 @@ def target_id(model, target: str | int, what: str = "target") -> int:
     )
 
 
-def logit_lens(run: Run, k: int = 5, position: int | None = None, target=None, index: int = 0) -> pd.DataFrame:
+def _reader(run: Run, lens):
+    """layer, residual stream -> logits: the model's own head, or a tuned lens checked against the model."""
+    if lens is None:
+        return lambda layer, resid: run.model.adapter.head(resid)
+    from probe.analysis.tuned_lens import TunedLens
+
+    if not isinstance(lens, TunedLens):
+        raise InputError(f"lens must be a TunedLens (probe.train_lens / probe.load_lens), got {type(lens).__name__}")
+    lens.check(run.model)
+    return lambda layer, resid: lens(resid, layer)
+
+
+def logit_lens(
+    run: Run, k: int = 5, position: int | None = None, target=None, index: int = 0, lens=None
+) -> pd.DataFrame:
     import pandas as pd
 
     from probe.core.tokens import for_ranking, skipped_ids
@@ -52,9 +66,13 @@ def logit_lens(run: Run, k: int = 5, position: int | None = None, target=None, i
     model = run.model
     pos = run.position_of(position, index)
     n = model.n_layers
+    read = _reader(run, lens)
     with torch.inference_mode():
         stacked = torch.stack([run.resid(layer)[index, pos] for layer in range(n)])  # [n_layers, d_model]
-        logits = list(model.adapter.head(stacked.to(model.device)).float())  # the run may be offloaded
+        if lens is None:  # one head call for every layer
+            logits = list(read(None, stacked.to(model.device)).float())  # the run may be offloaded
+        else:
+            logits = [read(layer, stacked[layer].to(model.device)).float() for layer in range(n)]
     # the top layer is the model's own output: take it from the same place predictions() does
     logits.append(run.logits_at(pos, index).float())
     tid = target_id(model, target) if target is not None else None
@@ -78,11 +96,17 @@ def logit_lens(run: Run, k: int = 5, position: int | None = None, target=None, i
             frame["target_prob"] = float(probs[tid])
         rows.append(frame)
     out = pd.concat(rows, ignore_index=True)
-    out.attrs.update(position=pos, token=run.token_strs(index)[pos], target=target, target_id=tid)
+    out.attrs.update(
+        position=pos,
+        token=run.token_strs(index)[pos],
+        target=target,
+        target_id=tid,
+        lens="logit" if lens is None else "tuned",
+    )
     return out
 
 
-def _head_by_layer(run: Run, index: int, length: int, rows: int = 512):
+def _head_by_layer(run: Run, index: int, length: int, rows: int = 512, lens=None):
     """layer -> [pos, vocab] logits of the model's head on that layer's residual stream.
 
     The head runs on several layers at once (about ``rows`` vectors per call): each call reads the whole
@@ -90,6 +114,9 @@ def _head_by_layer(run: Run, index: int, length: int, rows: int = 512):
     vocabularies (``benchmarks/dashboard.py``), while only one chunk's logits are held at a time.
     """
     model = run.model
+    if lens is not None:
+        read = _reader(run, lens)
+        return lambda layer: read(layer, run.resid(layer)[index, :length].to(model.device))
     per_call = max(1, rows // max(length, 1))
     chunk: dict[int, torch.Tensor] = {}
 
@@ -105,7 +132,7 @@ def _head_by_layer(run: Run, index: int, length: int, rows: int = 512):
     return head
 
 
-def lens_table(run: Run, index: int = 0, k: int = 3) -> pd.DataFrame:
+def lens_table(run: Run, index: int = 0, k: int = 3, lens=None) -> pd.DataFrame:
     """The logit lens at every real position at once (one head call per layer, not per position).
 
     Layer ``n_layers`` is the model's own output (the stored logits when captured), as in ``run.logit_lens``.
@@ -114,7 +141,8 @@ def lens_table(run: Run, index: int = 0, k: int = 3) -> pd.DataFrame:
 
     Returns:
         DataFrame [layer, position, token, rank, top_token, top_id, prob, next_rank, next_prob],
-        ``k`` rows (ranks) per (layer, position).
+        ``k`` rows (ranks) per (layer, position). ``lens``: a ``TunedLens`` to read layers 0 .. n_layers - 1
+        with instead of the model's head (``.attrs["lens"]`` says which).
     """
     import pandas as pd
 
@@ -126,7 +154,7 @@ def lens_table(run: Run, index: int = 0, k: int = 3) -> pd.DataFrame:
     toks = run.token_strs(index)
     ids = run.ids[index, :length]
     causal = model.kind == "causal"
-    head = _head_by_layer(run, index, length)
+    head = _head_by_layer(run, index, length, lens=lens)
     frames = []
     with torch.inference_mode():
         for layer in range(model.n_layers + 1):
@@ -160,4 +188,5 @@ def lens_table(run: Run, index: int = 0, k: int = 3) -> pd.DataFrame:
     if not causal:
         out["next_rank"] = np.nan
         out["next_prob"] = np.nan
+    out.attrs["lens"] = "logit" if lens is None else "tuned"
     return out

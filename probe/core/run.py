@@ -180,9 +180,17 @@ class Run:
         return frame
 
     def logit_lens(
-        self, k: int = 5, position: int | None = None, target: str | int | None = None, index: int | None = None
+        self,
+        k: int = 5,
+        position: int | None = None,
+        target: str | int | None = None,
+        index: int | None = None,
+        lens=None,
     ) -> pd.DataFrame:
         """What every layer would predict: the model's own head applied to each residual stream.
+
+        ``lens``: a ``probe.TunedLens`` (``probe.train_lens`` / ``probe.load_lens``) reads every layer but the
+        last through its trained translator instead (the tuned lens); ``.attrs["lens"]`` says which.
 
         Returns:
             DataFrame [layer, rank, token, token_id, prob] (+ target_rank, target_prob with ``target``).
@@ -191,7 +199,7 @@ class Run:
         from probe.analysis.lens import logit_lens
 
         index = self._one_text(index, "logit lens")
-        return logit_lens(self, k=k, position=position, target=target, index=index)
+        return logit_lens(self, k=k, position=position, target=target, index=index, lens=lens)
 
     # -- frames and files --------------------------------------------------------------------
     def to_frame(self, name: str, index: int = 0) -> pd.DataFrame:

@@ -25,7 +25,7 @@ from probe.viz.dla import dla
 from probe.viz.factors import factors
 from probe.viz.heads import head_scores
 from probe.viz.inside_head import attention_neurons
-from probe.viz.lens import lens_table, lens_target, logit_lens
+from probe.viz.lens import lens_kl, lens_table, lens_target, logit_lens
 from probe.viz.patching import patching
 from probe.viz.predictions import generation, predictions
 from probe.viz.probing import probe_accuracy
@@ -44,6 +44,7 @@ __all__ = [
     "logit_lens",
     "lens_target",
     "lens_table",
+    "lens_kl",
     "attention",
     "attention_grid",
     "attention_heads",
@@ -100,9 +101,10 @@ class RunPlots:
             title = f"{name}: top-{k} tokens for {token} (position {pos})"
         return predictions(frame, title=title)
 
-    def logit_lens(self) -> go.Figure:
-        """Layers x positions heatmap of each layer's top token (see ``probe.viz.logit_lens``)."""
-        return logit_lens(self.run, self.index)
+    def logit_lens(self, lens=None) -> go.Figure:
+        """Layers x positions heatmap of each layer's top token (see ``probe.viz.logit_lens``); ``lens``: a
+        ``probe.TunedLens`` to read the layers with."""
+        return logit_lens(self.run, self.index, lens=lens)
 
     def lens_target(self, target: str | int, position: int | None = None) -> go.Figure:
         """Rank and probability of ``target`` at ``position``, layer by layer."""

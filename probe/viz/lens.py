@@ -29,13 +29,14 @@ if TYPE_CHECKING:
     from probe.core.run import Run
 
 
-def logit_lens(run: Run, index: int = 0, max_text_positions: int = 160) -> go.Figure:
+def logit_lens(run: Run, index: int = 0, max_text_positions: int = 160, lens=None) -> go.Figure:
     """Layers x positions heatmap: each cell shows the layer's top token, coloured by its probability.
 
     Args:
         run: a Run with the residual stream captured (the default ``run(text)`` does).
         index: which text of the run.
         max_text_positions: above this many tokens the cell text is left out (hover still tells).
+        lens: a ``probe.TunedLens``: read every layer but the last through it (the tuned lens).
 
     Returns:
         Figure with one Heatmap [layer, position]; x labels are the input tokens. Wide texts scroll.
@@ -45,7 +46,7 @@ def logit_lens(run: Run, index: int = 0, max_text_positions: int = 160) -> go.Fi
     """
     import plotly.graph_objects as go
 
-    table = lens_table(run, index, k=3)
+    table = lens_table(run, index, k=3, lens=lens)
     model = run.model
     n_layers, length = model.n_layers, run.lengths[index]
     top1 = table[table["rank"] == 1]
@@ -70,7 +71,7 @@ def logit_lens(run: Run, index: int = 0, max_text_positions: int = 160) -> go.Fi
     show_text = length <= max_text_positions
     what = "the next token" if model.kind == "causal" else "the token at each position"
     fig = figure(
-        title=f"{esc(model.name)}: logit lens (top guess for {what})",
+        title=f"{esc(model.name)}: {'logit' if lens is None else 'tuned'} lens (top guess for {what})",
         width=int(170 + cell * length),
         height=140 + 34 * (n_layers + 1),
         xaxis={
@@ -166,4 +167,32 @@ def lens_target(run: Run, target: str | int, position: int | None = None, index:
         fig.update_xaxes(tickmode="array", tickvals=x, ticktext=names, tickangle=-30, row=1, col=col)
     fig.update_yaxes(rangemode="tozero", tickformat=prob_format(float(per_layer["target_prob"].max())), row=1, col=1)
     fig.update_yaxes(**rank_axis(int(per_layer["target_rank"].max())), row=1, col=2)
+    return fig
+
+
+def lens_kl(frame, title: str | None = None) -> go.Figure:
+    """Logit lens and tuned lens side by side: KL(final || lens) per layer, one line each (lower reads better).
+
+    Args:
+        frame: what ``probe.analysis.tuned_lens.lens_kl`` returns, [layer, logit_lens, tuned_lens].
+
+    Example:
+        >>> probe.viz.lens_kl(lens_kl(gpt, held_out, lens)).show()
+    """
+    import plotly.graph_objects as go
+
+    from probe.errors import InputError
+
+    if frame is None or len(frame) == 0 or not {"layer", "logit_lens", "tuned_lens"} <= set(frame.columns):
+        raise InputError("lens_kl() takes the frame probe.analysis.tuned_lens.lens_kl returns")
+    model = frame.attrs.get("model", "")
+    fig = figure(
+        title=title or f"{esc(model)}: how far each layer's reading is from the output (KL, nats)",
+        width=640,
+        height=380,
+        xaxis={"title": {"text": "layer (residual stream entering the block)"}, "dtick": 1 if len(frame) <= 16 else 5},
+        yaxis={"title": {"text": "KL(final || lens)"}, "type": "log"},
+    )
+    for column, name in (("logit_lens", "logit lens"), ("tuned_lens", "tuned lens")):
+        fig.add_trace(go.Scatter(x=frame["layer"], y=frame[column], mode="lines+markers", name=name))
     return fig

@@ -1,0 +1,150 @@
+"""Tuned lens: identity at the start (= the logit lens), better than the logit lens on held-out text after
+training (causal and masked), save/load/resume, and one clear error for each misuse."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+import pytest
+import torch
+from conftest import one_line_error
+
+import probe
+import probe.viz
+from probe.analysis.tuned_lens import TunedLens, lens_kl, load_lens, train_lens
+from probe.cli import app
+from probe.errors import InputError
+
+CORPUS = [
+    "The robot must not hurt the human.",
+    "A cat sat on the mat and looked at the dog.",
+    "Paris is the capital of France.",
+    "She opened the door and saw a small robot.",
+    "The weather was cold, so we stayed inside.",
+    "He read a book about the sea and the ships.",
+    "The children played in the park after school.",
+    "A human and a robot walked into the room.",
+]
+HELD_OUT = ["The dog must not hurt the cat.", "They opened a book about the robot."]
+
+
+@pytest.fixture(scope="module", params=["tiny-gpt", "tiny-bert"])
+def bundled(request):
+    return probe.load(request.param)
+
+
+@pytest.fixture(scope="module")
+def trained(bundled):
+    return train_lens(bundled, CORPUS, steps=60, lr=3e-3)
+
+
+def test_untrained_lens_is_the_logit_lens(bundled):
+    """Identity-initialised translators: the tuned lens reads exactly what the logit lens reads."""
+    text = "The robot must [MASK] hurt the human." if bundled.kind == "masked" else "The robot must not hurt the"
+    run = bundled.run(text)
+    for rank in (None, 8):
+        lens = TunedLens(bundled, rank=rank)
+        tuned, plain = run.logit_lens(lens=lens), run.logit_lens()
+        pd.testing.assert_frame_equal(tuned, plain, check_exact=False, atol=1e-5)
+        assert tuned.attrs["lens"] == "tuned" and plain.attrs["lens"] == "logit"
+        resid = run.resid(1)[0]
+        with torch.inference_mode():
+            assert torch.allclose(lens(resid, 1), bundled.adapter.head(resid), atol=1e-5)
+
+
+def test_training_beats_the_logit_lens_on_held_out_text(bundled, trained):
+    """KL(final || tuned) < KL(final || logit lens) at every layer, on text the lens never saw."""
+    frame = lens_kl(bundled, HELD_OUT, trained)
+    assert list(frame["layer"]) == list(range(bundled.n_layers))
+    assert (frame["tuned_lens"] < frame["logit_lens"]).all(), frame
+    assert trained.meta["steps"] == 60 and trained.meta["loss"] > 0
+
+
+def test_lens_table_and_view_read_through_the_lens(bundled, trained):
+    text = "The robot must [MASK] hurt the human." if bundled.kind == "masked" else "The robot must not hurt the"
+    run = bundled.run(text)
+    table = probe.viz.lens_table(run, lens=trained)
+    assert table.attrs["lens"] == "tuned"
+    top = table[(table["rank"] == 1) & (table["layer"] == 0)]
+    logits = trained(run.resid(0)[0], 0).float().softmax(-1)
+    read = logits.gather(-1, torch.tensor(top["top_id"].to_numpy())[:, None])[:, 0]
+    assert top["prob"].to_numpy() == pytest.approx(read.numpy(), abs=1e-5)
+    last = table[table["layer"] == bundled.n_layers]  # the model's own output, untouched
+    pd.testing.assert_frame_equal(
+        last.reset_index(drop=True),
+        probe.viz.lens_table(run).query(f"layer == {bundled.n_layers}").reset_index(drop=True),
+    )
+    assert "tuned lens" in run.plot.logit_lens(lens=trained).layout.title.text
+    fig = probe.viz.lens_kl(lens_kl(bundled, HELD_OUT, trained))
+    assert [t.name for t in fig.data] == ["logit lens", "tuned lens"]
+
+
+def test_save_load_and_resume(tiny_gpt, tmp_path):
+    out = tmp_path / "lens"
+    first = train_lens(tiny_gpt, CORPUS, steps=6, out=out, rank=8, save_every=3)
+    loaded = load_lens(out, tiny_gpt)
+    resid = tiny_gpt.run("The robot must").resid(1)[0]
+    assert torch.allclose(loaded(resid, 1), first(resid, 1), atol=2e-2)  # stored in fp16
+    assert loaded.meta["steps"] == 6 and loaded.rank == 8
+    again = train_lens(tiny_gpt, CORPUS, steps=9, out=out, rank=8, save_every=3)  # resumes at 6
+    assert again.meta["steps"] == 9 and again.meta["position"] == first.meta["position"] + 3 * 8
+    stored = json.loads((out / "lens.json").read_text())
+    assert stored["steps"] == 9 and stored["model"] == tiny_gpt.name
+    assert (out / "lens.safetensors").stat().st_size < 2 * tiny_gpt.n_layers * tiny_gpt.d_model * (2 * 8 + 1) + 4096
+
+
+def test_a_lens_for_another_model_is_refused(tiny_gpt, tiny_bert, tmp_path):
+    lens = TunedLens(tiny_gpt)
+    with pytest.raises(InputError, match="trained for .* not for"):
+        tiny_bert.run("The robot must [MASK] hurt.").logit_lens(lens=lens)
+    lens.save(tmp_path / "gpt")
+    with pytest.raises(InputError, match="trained for .* not for"):
+        load_lens(tmp_path / "gpt", tiny_bert)
+    with pytest.raises(InputError, match="another model or rank"):
+        train_lens(tiny_gpt, CORPUS, steps=2, out=tmp_path / "run", save_every=1)
+        train_lens(tiny_gpt, CORPUS, steps=3, out=tmp_path / "run", rank=4)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: TunedLens(m)(torch.zeros(m.d_model), m.n_layers), "out of range for the tuned lens"),
+        (lambda m: TunedLens(m, rank=0), "rank=0 must be between 1"),
+        (lambda m: train_lens(m, ["", "  "], steps=1), "the corpus has no text"),
+        (lambda m: train_lens(m, "no/such/file.txt", steps=1), "is not a file"),
+        (lambda m: load_lens("no/such/folder", m), "holds no tuned lens"),
+        (lambda m: m.run("The robot").logit_lens(lens="tuned"), "lens must be a TunedLens"),
+    ],
+)
+def test_bad_input_is_one_clear_error(tiny_gpt, call, message):
+    with pytest.raises(InputError, match=message):
+        call(tiny_gpt)
+
+
+def test_cli_train_lens(runner, tiny_gpt_path, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS + HELD_OUT), encoding="utf-8")
+    args = ["train-lens", str(corpus), "-m", tiny_gpt_path, "-o", str(tmp_path / "lens"), "--steps", "40"]
+    result = runner.invoke(app, args + ["--lr", "3e-3", "--csv"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(io.StringIO(result.stdout))
+    assert list(frame.columns) == ["layer", "logit_lens", "tuned_lens"] and len(frame) == 2  # the fixture's layers
+    assert (frame["tuned_lens"] < frame["logit_lens"]).all()
+    assert (tmp_path / "lens" / "lens.json").is_file()
+    one_line_error(runner.invoke(app, ["train-lens", str(tmp_path / "none.txt"), "-o", str(tmp_path)]), "is not a file")
+
+
+def test_readme_snippet_runs_as_printed():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    code = next(b for b in readme.split("```python\n")[1:] if "train_lens(" in b).split("```")[0]
+    gpt = probe.load("tiny-gpt")
+    scope = {"probe": probe, "gpt": gpt, "run": gpt.run("The robot must not hurt the")}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert (
+        scope["lens"].meta["steps"] == 20
+        and "tuned lens" in scope["run"].plot.logit_lens(lens=scope["lens"]).layout.title.text
+    )
