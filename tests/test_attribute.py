@@ -63,15 +63,16 @@ def test_special_tokens_and_the_mask_slot_get_zero(tiny_bert):
     assert (frame.loc[~special, "attribution"] != 0).any()
 
 
-def test_occlusion_is_the_drop_when_a_token_is_replaced(tiny_gpt):
+@pytest.mark.parametrize("baseline", ["pad", "unk"])
+def test_occlusion_is_the_drop_when_a_token_is_replaced(tiny_gpt, baseline):
     text = TEXT["causal"]
-    frame = probe.attribute(tiny_gpt, text, target=" the", method="occlusion", baseline="pad")
+    frame = probe.attribute(tiny_gpt, text, target=" the", method="occlusion", baseline=baseline)
     # replacing token 6 (text token 5: the start token is read first) by the pad/EOS token gives the same drop
     ids = tiny_gpt.document_ids(text)
     assert frame["position"].tolist() == list(range(ids.shape[1])) and frame.attrs["prepend_bos"]
     target = frame.attrs["target_ids"][0]
     occluded = ids.clone()
-    occluded[0, 6] = tiny_gpt.tokenizer.pad_token_id
+    occluded[0, 6] = getattr(tiny_gpt.tokenizer, f"{baseline}_token_id")
     logp = tiny_gpt.run(occluded, hooks=["logits"])["logits"][0, -1].float().log_softmax(-1)[target]
     assert frame["attribution"][6] == pytest.approx(frame.attrs["target_value"] - float(logp), abs=1e-4)
 

@@ -148,3 +148,40 @@ def test_readme_snippet_runs_as_printed():
         scope["lens"].meta["steps"] == 20
         and "tuned lens" in scope["run"].plot.logit_lens(lens=scope["lens"]).layout.title.text
     )
+
+
+SENTENCES = [  # hand-written: in no corpus the lenses were trained on
+    "The old lighthouse keeper climbed the stairs every night to light the lamp.",
+    "After the meeting, the engineers agreed to test the new bridge design in spring.",
+    "My sister bakes bread on Sundays and gives half of it to the neighbours.",
+    "The museum closed early because a pipe had burst in the basement.",
+]
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "minilm-mlm"])
+def test_shipped_lenses_beat_the_logit_lens(name):
+    """The target of the issue, on text no lens saw: KL(final || tuned) < KL(final || logit) at every layer."""
+    from probe.analysis.tuned_lens import shipped, shipped_lens
+    from probe.defaults import available
+
+    if name not in shipped():
+        pytest.skip(f"no lens is shipped for {name}")
+    if not available(name):
+        pytest.skip(f"{name} is not installed")
+    model = probe.load(name)
+    lens = shipped_lens(model)
+    assert lens is not None and load_lens(name, model).meta["steps"] == lens.meta["steps"]
+    frame = lens_kl(model, SENTENCES, lens)
+    assert (frame["tuned_lens"] < frame["logit_lens"]).all(), frame
+    assert len(lens.meta["held_out_kl"]["layer"]) == model.n_layers  # what the report shows
+
+
+def test_shipped_lenses_fit_the_budget_and_skip_other_weights(tiny_gpt):
+    from probe.analysis.tuned_lens import shipped, shipped_lens
+    from probe.zoo import LENSES
+
+    files = [p for p in LENSES.glob("*/*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 12 * 2**20
+    assert not any(p.name == "training.pt" for p in files)  # the optimizer state is not shipped
+    assert set(shipped()) <= {"smollm2-135m", "minilm-mlm"}
+    assert shipped_lens(tiny_gpt) is None

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from probe.core.model import Model
 
 METHODS = ("integrated_gradients", "gradient_x_input", "saliency", "occlusion")
-BASELINES = ("zero", "pad", "mask")
+BASELINES = ("zero", "pad", "mask", "unk")
 # Integrated gradients: Gauss-Legendre quadrature, IG_STEPS points to start with, in segments of SEGMENT
 # points; segments whose sum misses their own f(end) - f(start) are halved until the whole is within
 # `tolerance`, up to REFINE x IG_STEPS points (tests/test_attribute.py measures it on the real models).
@@ -155,7 +155,8 @@ def attribute(
             last token); masked: the slot (default the [MASK]).
         baseline: the embedding the path starts from / occlusion puts in: "zero" (default for causal
             models), "mask" (the [MASK] token's embedding; default for masked models: the model's own
-            "unknown word") or "pad" (the padding token's embedding, EOS where there is none). Measured
+            "unknown word"), "pad" (the padding token's embedding, EOS where there is none) or "unk" (the
+            unknown token's embedding, inseq's baseline). Measured
             completeness |sum - (f(x) - f(baseline))| / |f(x) - f(baseline)| with a fixed 64 steps:
             tiny-gpt 1e-6 (zero); MiniLM-MLM < 1e-4 (mask); SmolLM2-135M 1% to 104% (zero: from a zero
             embedding the output swings wildly over the first tenth of the path, where RMSNorm rescales a
@@ -205,7 +206,8 @@ def attribute(
     emb = model.hf.get_input_embeddings()
     with torch.no_grad():
         x = emb(full).detach().float()  # [1, N, d_model]
-        base_id = {"pad": model.tokenizer.pad_token_id, "mask": model.tokenizer.mask_token_id}.get(baseline)
+        tok = model.tokenizer
+        base_id = {"pad": tok.pad_token_id, "mask": tok.mask_token_id, "unk": tok.unk_token_id}.get(baseline)
         if baseline != "zero" and base_id is None:
             raise InputError(f"{model.name}'s tokenizer has no {baseline} token; use baseline='zero'")
         vec = torch.zeros_like(x[0, 0]) if baseline == "zero" else emb(torch.tensor([base_id], device=full.device))[0]

@@ -5,7 +5,7 @@ tuned lens reads ``head(h_l + A_l h_l + b_l)``, with A_l and b_l trained so that
 own final distribution (KL(final || lens), averaged over positions), starting from the identity (A = 0,
 b = 0: the logit lens). ``rank`` makes A_l low-rank (U_l V_l, V_l zero at the start) to keep files small.
 
-Causal models are trained at every position (the next-token distribution). Masked models are trained at
+Causal models are trained at every position but the start token (the next-token distribution). Masked models are trained at
 [MASK] slots: each text gets 15% of its words masked (at least one), and the lens learns to read the
 model's filler distribution there; other positions of an MLM carry no prediction worth matching.
 
@@ -142,19 +142,48 @@ def _check(meta: dict, model: Model) -> None:
         )
 
 
-def load_lens(folder: str | Path, model: Model | None = None) -> TunedLens:
-    """A tuned lens saved by ``train_lens(out=...)`` / ``TunedLens.save``.
+def shipped() -> list[str]:
+    """The models probe ships a trained tuned lens for (``probe.load_lens(name)``)."""
+    from probe.zoo import LENSES
+
+    return sorted(p.parent.name for p in LENSES.glob(f"*/{CONFIG}"))
+
+
+def shipped_lens(model: Model) -> TunedLens | None:
+    """The shipped lens for ``model`` when there is one and it was trained on these very weights, else None."""
+    from probe.zoo import LENSES
+
+    folder = LENSES / model.name
+    if model.kind == "encoder" or not (folder / CONFIG).is_file():
+        return None
+    try:
+        return load_lens(folder, model)
+    except InputError:  # same name, other weights (a fine-tuned copy, say)
+        return None
+
+
+def load_lens(name_or_folder: str | Path, model: Model | None = None) -> TunedLens:
+    """A tuned lens: one probe ships ("smollm2-135m", "minilm-mlm"; ``shipped()`` lists them) or one saved
+    by ``train_lens(out=...)`` / ``TunedLens.save``.
 
     Args:
-        folder: the lens's folder (lens.json and lens.safetensors).
+        name_or_folder: a shipped lens's model name, or a lens's folder (lens.json and lens.safetensors).
         model: the model it reads; default: ``probe.load`` of the name the lens records. A model with other
             weights is an error.
     """
     from safetensors.torch import load_file
 
-    folder = Path(folder)
+    from probe.zoo import LENSES
+
+    folder = Path(name_or_folder)
+    if not folder.is_dir() and (LENSES / str(name_or_folder) / CONFIG).is_file():
+        folder = LENSES / str(name_or_folder)
     if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
-        raise InputError(f"{folder} holds no tuned lens ({CONFIG} and {WEIGHTS}); train one with probe.train_lens")
+        names = ", ".join(shipped()) or "none"
+        raise InputError(
+            f"{folder} holds no tuned lens ({CONFIG} and {WEIGHTS}) and is not a shipped one ({names}); "
+            "train one with probe.train_lens"
+        )
     meta = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
     if model is None:
         from probe.core.model import load
@@ -194,6 +223,13 @@ def _mask(model: Model, ids: torch.Tensor, mask: torch.Tensor, gen: torch.Genera
     return pick
 
 
+def _ordinary(model: Model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Causal models: every real position but special tokens (the start token is an attention sink whose
+    residual stream is orders of magnitude larger; it predicts the first word from nothing)."""
+    special = torch.tensor(model.tokenizer.all_special_ids)
+    return mask.bool() & ~torch.isin(ids, special)
+
+
 def _batches(model: Model, docs: list[str], batch_size: int, max_length: int, start: int):
     """(position in the corpus, ids, mask) batches from ``start`` on, cycling; long texts are cut."""
     i = start
@@ -228,6 +264,7 @@ def train_lens(
     max_length: int = 128,
     seed: int = 0,
     save_every: int = 50,
+    layers_per_step: int | None = None,
 ) -> TunedLens:
     """Train a tuned lens on ``corpus``: KL(final || lens) at every layer, Adam, from the identity.
 
@@ -238,7 +275,9 @@ def train_lens(
         out: a folder: the lens is saved there (and every ``save_every`` steps, with the optimizer state,
             so that calling again with the same ``out`` resumes where it stopped).
         rank: None for full d_model x d_model translators, or a low rank (smaller files).
-        lr, seed: Adam's learning rate; the seed of the masked models' [MASK] choice.
+        lr, seed: Adam's learning rate; the seed of the masked models' [MASK] choice (and layer choice).
+        layers_per_step: train this many layers a step, drawn at random (each step's cost is one
+            vocab-sized head per layer trained: deep models on a CPU); None: every layer every step.
 
     Returns:
         The trained ``TunedLens``; ``lens.meta`` has steps, the corpus position, and the last loss.
@@ -277,17 +316,20 @@ def train_lens(
     loss_value = None
     while done < steps:
         position, ids, mask = next(batches)
-        where = _mask(model, ids, mask, gen) if model.kind == "masked" else mask.bool()
+        where = _mask(model, ids, mask, gen) if model.kind == "masked" else _ordinary(model, ids, mask)
         resid, final = _read(model, ids, mask)
         where = where.to(model.device)
         target = final[where]  # [rows, vocab] log-probs
         optimizer.zero_grad()
         total = 0.0
-        for layer in range(model.n_layers):  # one layer's graph at a time: the head is vocab-sized
+        layers = range(model.n_layers)
+        if layers_per_step is not None and layers_per_step < model.n_layers:
+            layers = torch.randperm(model.n_layers, generator=gen)[:layers_per_step].tolist()
+        for layer in layers:  # one layer's graph at a time: the head is vocab-sized
             logp = lens(resid[layer][where], layer).float().log_softmax(-1)
             loss = torch.nn.functional.kl_div(logp, target, log_target=True, reduction="batchmean")
-            (loss / model.n_layers).backward()
-            total += float(loss.detach()) / model.n_layers
+            (loss / len(layers)).backward()
+            total += float(loss.detach()) / len(layers)
         optimizer.step()
         done += 1
         loss_value = total
@@ -317,7 +359,7 @@ def lens_kl(model: Model, texts: list[str], lens: TunedLens | None = None) -> pd
         lens.check(model)
     ids, mask = model.encode(docs, truncate=True)
     gen = torch.Generator().manual_seed(0)
-    where = _mask(model, ids, mask, gen) if model.kind == "masked" else mask.bool()
+    where = _mask(model, ids, mask, gen) if model.kind == "masked" else _ordinary(model, ids, mask)
     resid, final = _read(model, ids, mask)
     where = where.to(model.device)
     target = final[where]

@@ -269,6 +269,10 @@ class Workbench:
 
         elif view == "neurons":
             make = lambda: plots.neurons(k=min(16, model.d_mlp))  # noqa: E731
+        elif view == "logit_lens":  # read through the tuned lens probe ships for these weights, if any (titled so)
+            from probe.analysis.tuned_lens import shipped_lens
+
+            make = lambda: plots.logit_lens(lens=shipped_lens(model))  # noqa: E731
         else:
             make = getattr(plots, view)
         key = ("view", name, text, view) + ((pos,) if view in FOCUSED_VIEWS else ())

@@ -39,6 +39,10 @@ CAPTIONS = {
     "every position. Each cell shows that layer's most likely token; darker means more confident. Read a "
     "column bottom-up to watch a prediction form. Hover for the top 3 (and, for GPT-style models, the rank of the "
     "token that actually comes next).",
+    "tuned_lens": "The tuned lens: the same view, with the residual stream of every layer first carried into the "
+    "last layer's basis by an affine translator trained for {model} (KL to the model's own output, {steps} steps "
+    "on {corpus}). The logit lens reads early layers badly because their basis drifts; on held-out text the tuned "
+    "lens is closer to the output at every layer: mean KL {tuned:.2f} against {logit:.2f} nats for the logit lens.",
     "lens_target": "The model's final answer {answer} at the slot, followed through the layers: its probability "
     "(left) and its rank among all tokens (right, 1 = top). A rank that drops early means the layers "
     "before the output already knew.",
@@ -121,6 +125,38 @@ def _card_rows(card: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows[:80]
 
 
+def tuned_lens_blocks(run: Run) -> list:
+    """The tuned-lens view and its per-layer KL when probe ships a lens for these very weights, else nothing."""
+    from probe.analysis.tuned_lens import shipped_lens
+    from probe.viz.lens import lens_kl
+
+    lens = shipped_lens(run.model)
+    kl = lens.meta.get("held_out_kl") if lens is not None else None
+    if lens is None or not kl:
+        return []
+    import pandas as pd
+
+    frame = pd.DataFrame(kl)
+    frame.attrs["model"] = run.model.name
+    caption = CAPTIONS["tuned_lens"].format(
+        model=run.model.name,
+        steps=lens.meta["steps"],
+        corpus=lens.meta.get("corpus", "a corpus"),
+        tuned=frame["tuned_lens"].mean(),
+        logit=frame["logit_lens"].mean(),
+    )
+    return [
+        figure_block(run.plot.logit_lens(lens=lens), "Tuned lens", caption),
+        figure_block(lens_kl(frame), "Tuned lens against logit lens, layer by layer", CAPTION_KL),
+    ]
+
+
+CAPTION_KL = (
+    "How far each layer's reading is from the model's own output on held-out text (KL divergence, log scale; "
+    "lower is closer), for the logit lens and the tuned lens."
+)
+
+
 def model_section(reading: Reading, name: str, k: int = 10, run: Run | None = None) -> Section:
     """Card, tokens, predictions, logit lens, attention and activations of one model on the text, as
     ``reading`` (``probe.analysis.reading``) says the model reads it; ``run``: ``reading.run(model_hooks(model))``
@@ -163,6 +199,7 @@ def model_section(reading: Reading, name: str, k: int = 10, run: Run | None = No
             figure_block(plots.predictions(k=k), "Predictions at the slot", CAPTIONS["predictions"].format(k=k))
         )
         section.blocks.append(figure_block(plots.logit_lens(), "Logit lens", CAPTIONS["logit_lens"]))
+        section.blocks += tuned_lens_blocks(run)
         section.blocks.append(
             figure_block(
                 plots.lens_target(int(top["token_id"].iloc[0])),
