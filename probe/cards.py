@@ -193,10 +193,35 @@ def card(model: Model) -> dict[str, Any]:
     stored = {**read_card(PACKAGED_CARDS if model.name in _packaged_cards() else None, model.name), **read_card(folder)}
     # the loaded model is the truth about its shape; the file adds what a config cannot know
     name = stored.get("name", model.name)
+    lens = _lens_summary(model.name)
     return {
         "name": name,
         **{k: v for k, v in stored.items() if k != "name"},
+        **({"tuned_lens": lens} if lens else {}),
         **{k: v for k, v in base.items() if k != "name"},
+    }
+
+
+def _lens_summary(name: str) -> dict[str, Any] | None:
+    """The shipped tuned lens of a model, as its card tells it: steps, rank, held-out KL per layer."""
+    import json
+
+    from probe.zoo import LENSES
+
+    path = LENSES / name / "lens.json"
+    if not path.is_file():
+        return None
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    kl = meta.get("held_out_kl") or {}
+    return {
+        "steps": meta.get("steps"),
+        "rank": meta.get("rank") or "full",
+        "corpus": meta.get("corpus"),
+        # per layer, "logit lens -> tuned lens" KL to the output on held-out text (benchmarks/lens.py)
+        "held_out_kl": "; ".join(
+            f"L{layer} {a:.3g} → {b:.3g}"
+            for layer, a, b in zip(kl.get("layer", []), kl.get("logit_lens", []), kl.get("tuned_lens", []))
+        ),
     }
 
 
