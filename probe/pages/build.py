@@ -146,7 +146,7 @@ def tuned_lens_blocks(run: Run) -> list:
         logit=frame["logit_lens"].mean(),
     )
     return [
-        figure_block(run.plot.logit_lens(lens=lens), "Tuned lens", caption),
+        figure_block(run.plot.logit_lens(lens=lens, k=1), "Tuned lens", caption),  # top 1 in the hover: page size
         figure_block(lens_kl(frame), "Tuned lens against logit lens, layer by layer", CAPTION_KL),
     ]
 

@@ -101,10 +101,10 @@ class RunPlots:
             title = f"{name}: top-{k} tokens for {token} (position {pos})"
         return predictions(frame, title=title)
 
-    def logit_lens(self, lens=None) -> go.Figure:
+    def logit_lens(self, lens=None, k: int = 3) -> go.Figure:
         """Layers x positions heatmap of each layer's top token (see ``probe.viz.logit_lens``); ``lens``: a
-        ``probe.TunedLens`` to read the layers with."""
-        return logit_lens(self.run, self.index, lens=lens)
+        ``probe.TunedLens`` to read the layers with; ``k`` candidates in the hover."""
+        return logit_lens(self.run, self.index, lens=lens, k=k)
 
     def lens_target(self, target: str | int, position: int | None = None) -> go.Figure:
         """Rank and probability of ``target`` at ``position``, layer by layer."""

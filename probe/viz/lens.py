@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from probe.core.run import Run
 
 
-def logit_lens(run: Run, index: int = 0, max_text_positions: int = 160, lens=None) -> go.Figure:
+def logit_lens(run: Run, index: int = 0, max_text_positions: int = 160, lens=None, k: int = 3) -> go.Figure:
     """Layers x positions heatmap: each cell shows the layer's top token, coloured by its probability.
 
     Args:
@@ -37,6 +37,7 @@ def logit_lens(run: Run, index: int = 0, max_text_positions: int = 160, lens=Non
         index: which text of the run.
         max_text_positions: above this many tokens the cell text is left out (hover still tells).
         lens: a ``probe.TunedLens``: read every layer but the last through it (the tuned lens).
+        k: candidates listed in each cell's hover.
 
     Returns:
         Figure with one Heatmap [layer, position]; x labels are the input tokens. Wide texts scroll.
@@ -46,7 +47,7 @@ def logit_lens(run: Run, index: int = 0, max_text_positions: int = 160, lens=Non
     """
     import plotly.graph_objects as go
 
-    table = lens_table(run, index, k=3, lens=lens)
+    table = lens_table(run, index, k=k, lens=lens)
     model = run.model
     n_layers, length = model.n_layers, run.lengths[index]
     top1 = table[table["rank"] == 1]
