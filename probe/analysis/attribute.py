@@ -351,11 +351,8 @@ def attribute_generation(
                 f"the prompt is {n_prompt} tokens, so {max_new_tokens} more go past {model.name}'s context of "
                 f"{model.n_ctx}; ask for at most {max(model.n_ctx - n_prompt, 0)} new tokens or shorten the prompt"
             )
-        new = []
-        with torch.inference_mode():
-            for _ in range(max_new_tokens):
-                step_ids = torch.cat([ids, torch.tensor([new], dtype=ids.dtype)], dim=1)
-                new.append(int(model.run(step_ids, hooks=["logits"])["logits"][0, -1].argmax()))
+        _, steps = model.generate(prompt, max_new_tokens=max_new_tokens, k=1, prepend_bos=prepend_bos)
+        new = steps.loc[steps["chosen"], "token_id"].tolist()  # greedy: the model's own continuation
     if n_prompt + len(new) > model.n_ctx:
         raise InputError(
             f"prompt plus continuation is {n_prompt + len(new)} tokens, past {model.name}'s context of {model.n_ctx}"

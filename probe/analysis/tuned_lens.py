@@ -15,9 +15,9 @@ embeddings, and reading another model with it is an error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -128,8 +128,6 @@ class TunedLens(torch.nn.Module):
 
 def _reading(resid: torch.Tensor):
     """No autograd for a run's stored (inference-mode) tensors: reading them needs no gradient."""
-    import contextlib
-
     return torch.no_grad() if resid.is_inference() else contextlib.nullcontext()
 
 
@@ -196,8 +194,8 @@ def load_lens(name_or_folder: str | Path, model: Model | None = None) -> TunedLe
     return lens
 
 
-def _texts(corpus) -> Iterable[str]:
-    """A list of texts, any iterable of them, or a text file (one document per line), endlessly."""
+def _texts(corpus) -> list[str]:
+    """A list of texts, any iterable of them, or a text file (one document per line) -> the non-blank texts."""
     if isinstance(corpus, (str, Path)):
         path = Path(corpus)
         if not path.is_file():
@@ -212,8 +210,7 @@ def _texts(corpus) -> Iterable[str]:
 
 def _mask(model: Model, ids: torch.Tensor, mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Masked models: [MASK] 15% of each text's ordinary tokens (at least one); -> where to train [B, T]."""
-    special = torch.tensor(model.tokenizer.all_special_ids)
-    ordinary = mask.bool() & ~torch.isin(ids, special)
+    ordinary = _ordinary(model, ids, mask)
     pick = (torch.rand(ids.shape, generator=gen) < MASK_SHARE) & ordinary
     for row in range(len(ids)):  # at least one slot per text
         if not pick[row].any() and ordinary[row].any():
@@ -228,6 +225,19 @@ def _ordinary(model: Model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     residual stream is orders of magnitude larger; it predicts the first word from nothing)."""
     special = torch.tensor(model.tokenizer.all_special_ids)
     return mask.bool() & ~torch.isin(ids, special)
+
+
+@contextlib.contextmanager
+def _frozen(model: Model):
+    """The model's trainable weights frozen inside, restored after (the user's model is not changed)."""
+    trainable = [p for p in model.hf.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 def _batches(model: Model, docs: list[str], batch_size: int, max_length: int, start: int):
@@ -309,38 +319,37 @@ def train_lens(
         optimizer.load_state_dict(state["optimizer"])
         done, position = state["step"], state["position"]
     gen = torch.Generator().manual_seed(seed + done)
-    for p in model.hf.parameters():
-        p.requires_grad_(False)
-    batches = _batches(model, docs, batch_size, max_length, position)
-    bar = tqdm(total=steps, initial=done, desc="tuned lens", disable=not sys.stderr.isatty(), leave=False)
-    loss_value = None
-    while done < steps:
-        position, ids, mask = next(batches)
-        where = _mask(model, ids, mask, gen) if model.kind == "masked" else _ordinary(model, ids, mask)
-        resid, final = _read(model, ids, mask)
-        where = where.to(model.device)
-        target = final[where]  # [rows, vocab] log-probs
-        optimizer.zero_grad()
-        total = 0.0
-        layers = range(model.n_layers)
-        if layers_per_step is not None and layers_per_step < model.n_layers:
-            layers = torch.randperm(model.n_layers, generator=gen)[:layers_per_step].tolist()
-        for layer in layers:  # one layer's graph at a time: the head is vocab-sized
-            logp = lens(resid[layer][where], layer).float().log_softmax(-1)
-            loss = torch.nn.functional.kl_div(logp, target, log_target=True, reduction="batchmean")
-            (loss / len(layers)).backward()
-            total += float(loss.detach()) / len(layers)
-        optimizer.step()
-        done += 1
-        loss_value = total
-        bar.update(1)
-        bar.set_postfix(kl=f"{total:.3f}")
-        if out is not None and (done % save_every == 0 or done == steps):
-            lens.meta.update(steps=done, position=position, loss=loss_value)
-            lens.save(out)
-            state = {"lens": lens.state_dict(), "optimizer": optimizer.state_dict(), "step": done}
-            torch.save(state | {"position": position, "meta": lens.meta}, out / STATE)
-    bar.close()
+    with _frozen(model):  # no gradient into the model's own weights; as they were afterwards
+        batches = _batches(model, docs, batch_size, max_length, position)
+        bar = tqdm(total=steps, initial=done, desc="tuned lens", disable=not sys.stderr.isatty(), leave=False)
+        loss_value = None
+        while done < steps:
+            position, ids, mask = next(batches)
+            where = _mask(model, ids, mask, gen) if model.kind == "masked" else _ordinary(model, ids, mask)
+            resid, final = _read(model, ids, mask)
+            where = where.to(model.device)
+            target = final[where]  # [rows, vocab] log-probs
+            optimizer.zero_grad()
+            total = 0.0
+            layers = range(model.n_layers)
+            if layers_per_step is not None and layers_per_step < model.n_layers:
+                layers = torch.randperm(model.n_layers, generator=gen)[:layers_per_step].tolist()
+            for layer in layers:  # one layer's graph at a time: the head is vocab-sized
+                logp = lens(resid[layer][where], layer).float().log_softmax(-1)
+                loss = torch.nn.functional.kl_div(logp, target, log_target=True, reduction="batchmean")
+                (loss / len(layers)).backward()
+                total += float(loss.detach()) / len(layers)
+            optimizer.step()
+            done += 1
+            loss_value = total
+            bar.update(1)
+            bar.set_postfix(kl=f"{total:.3f}")
+            if out is not None and (done % save_every == 0 or done == steps):
+                lens.meta.update(steps=done, position=position, loss=loss_value)
+                lens.save(out)
+                state = {"lens": lens.state_dict(), "optimizer": optimizer.state_dict(), "step": done}
+                torch.save(state | {"position": position, "meta": lens.meta}, out / STATE)
+        bar.close()
     lens.meta.update(steps=done, position=position, loss=loss_value)
     return lens
 
