@@ -66,6 +66,19 @@ def _tokenizer(kind: str, vocab_size: int = 320):
     )
 
 
+def spread_norms(hf, biases: float = 0.0):
+    """Give every LayerNorm of ``hf`` weights and biases far from 1 and 0 (random init has neither), and
+    with ``biases`` every other bias a spread of that size; in place, seeded by the caller."""
+    with torch.no_grad():
+        for module in hf.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.2)
+            elif biases and isinstance(getattr(module, "bias", None), torch.nn.Parameter):
+                module.bias.normal_(0, biases)
+    return hf
+
+
 def _save(model, tokenizer, path):
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)

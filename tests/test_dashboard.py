@@ -277,11 +277,11 @@ def test_dla_view_splits_the_top_answer_over_the_runner_up(bench, tiny_gpt):
         bench.dla(tiny_gpt.name, "[MASK] robot must")
 
 
-def test_circuit_view_draws_the_circuit_and_refuses_post_ln(bench, tiny_gpt, tiny_bert):
+def test_circuit_view_draws_the_circuit_of_causal_and_masked_models(bench, tiny_gpt, tiny_bert):
     fig = bench.circuit(tiny_gpt.name, "The robot must not hurt the", "The human must not hurt the")
     assert "faithfulness" in fig.layout.title.text and len(fig.data) == 20 + 1
-    with pytest.raises(InputError, match="post-LN"):
-        bench.circuit(tiny_bert.name, TEXT, "The human must [MASK] hurt the robot.")
+    fig = bench.circuit(tiny_bert.name, TEXT, "The human must [MASK] hurt the robot.")  # post-LN
+    assert "faithfulness" in fig.layout.title.text and len(fig.data) == 20 + 1
     with pytest.raises(InputError, match="type a corrupted sentence"):
         bench.circuit(tiny_gpt.name, TEXT, " ")
 

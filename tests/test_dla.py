@@ -28,21 +28,13 @@ def adds_up(frame) -> float:
 @pytest.fixture(scope="module")
 def gpt_with_layernorms(tmp_path_factory):
     """A tiny GPT-2 whose LayerNorms have weights and biases far from 1 and 0 (random init has neither)."""
-    from conftest import _save, _tokenizer
+    from conftest import _save, _tokenizer, spread_norms
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(1)
     tok = _tokenizer("gpt")
     cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=4, n_inner=64)
-    hf = GPT2LMHeadModel(cfg).eval()
-    with torch.no_grad():
-        for module in hf.modules():
-            if isinstance(module, torch.nn.LayerNorm):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0, 0.2)
-            bias = getattr(module, "bias", None)
-            if isinstance(bias, torch.nn.Parameter) and not isinstance(module, torch.nn.LayerNorm):
-                module.bias.normal_(0, 0.05)  # value and output biases too: they move to {l}_attn_bias
+    hf = spread_norms(GPT2LMHeadModel(cfg).eval(), biases=0.05)  # value and output biases: to {l}_attn_bias
     path = _save(hf, tok, tmp_path_factory.mktemp("gpt-ln"))
     return path, probe.load(path)
 

@@ -453,19 +453,25 @@ def test_attention_neuron_view_softmax_is_the_models_pattern(case):
                 torch.testing.assert_close(view.products.sum(-1), view.keys @ view.query)
 
 
-def test_circuits_on_every_family_with_separate_inputs(case):
-    """Edges and circuits on every sequential pre-LN family: a sender's edges add up to its node estimate,
-    faithfulness is 1 with every edge and 0 with none; post-LN and parallel blocks are refused by name."""
+def test_circuits_on_every_family(case):
+    """Edges and circuits on every family and block form (sequential pre-LN, parallel, post-LN): a sender's
+    edges add up to its node estimate, faithfulness is 1 with every edge and 0 with none; parallel blocks
+    have no edge from a layer's heads to its own MLP. Post-LN OPT hooks no input of its norms: refused."""
     m = case.model
-    if m.kind != "causal":
-        return  # masked families are post-LN: refused as in test_circuit.py
-    clean, bad, metric = (
-        "The robot must not hurt the",
-        "The human must not hurt the",
-        ("logit_diff", " human", " robot"),
-    )
-    if m.adapter.block_form != "pre_ln":
-        with pytest.raises(probe.InputError, match="post-LN|parallel"):
+    if m.kind == "causal":
+        clean, bad, metric = (
+            "The robot must not hurt the",
+            "The human must not hurt the",
+            ("logit_diff", " human", " robot"),
+        )
+    else:
+        clean, bad, metric = (
+            "The robot must [MASK] hurt the human.",
+            "The human must [MASK] hurt the robot.",
+            ("logit_diff", "not", "the"),
+        )
+    if case.name == "opt_350m_shape":
+        with pytest.raises(probe.InputError, match="no path between its components"):
             probe.circuit(m, clean, bad, metric)
         return
     full = probe.circuit(m, clean, bad, metric, edges="all")
@@ -474,4 +480,6 @@ def test_circuits_on_every_family_with_separate_inputs(case):
     by_sender = full.scores.groupby("sender")["estimate"].sum()
     heads = probe.attribution_patching(m, clean, bad, metric, over="heads")
     for row in heads.itertuples():
-        assert by_sender[f"L{row.layer}H{row.head}"] == pytest.approx(row.estimate, abs=1e-5)
+        assert by_sender[f"L{row.layer}H{row.head}"] == pytest.approx(row.estimate, abs=1e-5, rel=1e-4)
+    own = full.scores[full.scores["sender"].str.startswith("L0H") & (full.scores["receiver"] == "MLP0")]
+    assert own.empty == (m.adapter.block_form == "parallel")

@@ -1,6 +1,6 @@
 """probe.path_patching: the direct path from one head into another's q, k or v input, equal to
-TransformerLens 4's ``get_act_patch_direct_path`` and to the same edit made by hand; refused where a head
-has no path of its own (post-LN) or no input of its own (grouped-query k/v)."""
+TransformerLens 4's ``get_act_patch_direct_path`` and to the same edit made by hand (post-LN models:
+tests/test_circuit.py); refused where a head has no input of its own (grouped-query k/v)."""
 
 from __future__ import annotations
 
@@ -115,11 +115,6 @@ def test_grouped_query_heads_take_q_but_not_k(tiny_llama_path):
 def test_bad_input_is_one_clear_line(tiny_gpt, kwargs, message):
     with pytest.raises(InputError, match=message):
         probe.path_patching(tiny_gpt, CLEAN, BAD, metric=METRIC, **kwargs)
-
-
-def test_post_ln_models_are_refused_with_the_reason(tiny_bert):
-    with pytest.raises(InputError, match="post-LN"):
-        probe.path_patching(tiny_bert, "The robot must [MASK] hurt.", "The human must [MASK] hurt.", sender=(0, 0))
 
 
 def test_readme_snippet_runs_as_printed():

@@ -120,11 +120,11 @@ def test_report_why_sections(why_report):
     titles += ("Why: activation patching",)
     for title in titles + ("Why: head detectors", "Why: circuit", "Why: neuron factors", "Why: layer similarity"):
         assert title in rest
-    # 2 comparison + 2 x 10 per model, then 2 attribution + 1 generation (the BERT gets a note) + 2 dla + 2 heads + 2 x 2 patching + 2 circuit (the GPT;
-    # the BERT is post-LN and gets a note) + 2 factors + (2 + 1) CKA
-    assert len(figure_specs(doc)) == 2 + 2 * 10 + 2 + 1 + 2 + 2 + 4 + 2 + 2 + 3  # circuit: graph + method agreement
+    # 2 comparison + 2 x 10 per model, then 2 attribution + 1 generation (the BERT gets a note) + 2 dla + 2 heads + 2 x 2 patching + 2 x 2 circuit
+    # (graph + method agreement; the BERT's through its post-LN norms) + 2 factors + (2 + 1) CKA
+    assert len(figure_specs(doc)) == 2 + 2 * 10 + 2 + 1 + 2 + 2 + 4 + 4 + 2 + 3
     assert "a masked model generates nothing" in rest and "each row adding up to its own log-probability gain" in rest
-    assert "no circuit;" in rest and "post-LN" in rest
+    assert "no circuit;" not in rest and rest.count(": circuit</h3>") == 2
     # the dla caption states that the split adds up to the model's own logit difference, per model
     assert rest.count("add up to the model&#39;s own logit difference") == 2
     assert not EXTERNAL.search(rest)

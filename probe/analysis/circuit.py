@@ -119,28 +119,40 @@ def circuit(
 
 
 def _circuit_run(model: Model, clean_run, graph, excluded: torch.Tensor, ablated: torch.Tensor) -> torch.Tensor:
-    """[pos, vocab] logits of the clean text with each receiver reading the stream minus, for every excluded
-    sender, (its write in this run − its ablated write)."""
+    """[pos, vocab] logits of the clean text with each receiver reading the stream it would see if every
+    sender excluded from it wrote its ablated value instead of its write in this run.
+
+    The run keeps, for every receiver, how its stream differs from the run's own (``moved``, [R, pos, d]):
+    an excluded sender's write moves it by (ablated − now); a norm on the stream (post-LN blocks) carries
+    the difference through itself, norm(x + moved) − norm(x); a receiver reads the stream plus its row."""
     adapter = model.adapter
     n, h = model.n_layers, model.n_heads
-    current: dict[int, torch.Tensor] = {}  # sender index -> its write in this run [pos, d]
     seen: dict[str, torch.Tensor] = {}  # the stream where receivers read it, in this run
     sender = {s: i for i, s in enumerate(graph.senders)}
     receiver = {r: j for j, r in enumerate(graph.receivers)}
+    moved = torch.zeros(len(graph.receivers), clean_run.lengths[0], adapter.d_model, dtype=torch.float64)
+    excluded = excluded.double()
 
-    def shift(j: int, like: torch.Tensor) -> torch.Tensor | None:
-        """Σ over the senders excluded from receiver j of (write now − ablated write), or None."""
-        rows = excluded[:, j].nonzero()[:, 0].tolist()
-        if not rows:
-            return None
-        total = sum(current[i] - ablated[i] for i in rows)
-        return total.to(like.dtype).to(like.device)
+    def write(rows: list[int], now: torch.Tensor) -> None:
+        """Senders ``rows`` wrote ``now`` [k, pos, d] in this run: move the streams of those excluding them."""
+        change = ablated[rows] - now.double().cpu()
+        moved.add_((excluded[rows].T @ change.flatten(1)).view_as(moved))
+
+    def reading(j: int, stream: torch.Tensor) -> torch.Tensor:
+        return stream + moved[j].to(stream.dtype).to(stream.device)
 
     def keep_stream(name: str, first: bool = False):
         def fn(value, ctx):
             seen[name] = value[0]
             if first:  # block 0's input is the embeddings' write
-                current[sender["embed"]] = value[0].double().cpu()
+                write([sender["embed"]], value[:1])
+            return value
+
+        return fn
+
+    def norm(point: str):
+        def fn(value, ctx):  # the norm's input: carry every receiver's difference through it
+            moved.copy_(readout.norm_shift(adapter, point, value[0], moved))
             return value
 
         return fn
@@ -148,10 +160,9 @@ def _circuit_run(model: Model, clean_run, graph, excluded: torch.Tensor, ablated
     def heads_in(layer: int, comp: str):
         def fn(value, ctx):  # value [1, pos, heads, d_head]
             for g in range(value.shape[2]):
-                label = f"L{layer}{'H' if value.shape[2] == h else 'KV'}{g}.{comp}"
-                delta = shift(receiver[label], value)
-                if delta is not None:
-                    x = seen[act_name("resid_pre", layer)] - delta
+                j = receiver[f"L{layer}{'H' if value.shape[2] == h else 'KV'}{g}.{comp}"]
+                if moved[j].any():
+                    x = reading(j, seen[act_name("resid_pre", layer)])
                     value[0, :, g] = readout.head_inputs(adapter, layer, comp, x[None])[0, :, g].to(value.dtype)
             return value
 
@@ -159,35 +170,35 @@ def _circuit_run(model: Model, clean_run, graph, excluded: torch.Tensor, ablated
 
     def heads_out(layer: int):
         def fn(value, ctx):  # z [1, pos, heads, d_head]: each head's write in this run
-            for hd in range(h):
-                current[sender[f"L{layer}H{hd}"]] = readout.head_write(adapter, layer, hd, value)[0].double().cpu()
+            now = torch.stack([readout.head_write(adapter, layer, hd, value)[0] for hd in range(h)])
+            write([sender[f"L{layer}H{hd}"] for hd in range(h)], now)
             return value
 
         return fn
 
     def mlp(layer: int):
         def fn(value, ctx):
-            delta = shift(receiver[f"MLP{layer}"], value)
-            if delta is not None:
-                x = seen[act_name("resid_mid", layer)] - delta
+            j = receiver[f"MLP{layer}"]
+            if moved[j].any():
+                x = reading(j, seen[readout.mlp_reads(adapter, layer)])
                 value = readout.mlp_inputs(adapter, layer, x[None]).to(value.dtype)
-            current[sender[f"MLP{layer}"]] = value[0].double().cpu()
+            write([sender[f"MLP{layer}"]], value[:1])
             return value
 
         return fn
 
     def final(value, ctx):
-        delta = shift(receiver["logits"], value)
-        return value if delta is None else value - delta[None]
+        return reading(receiver["logits"], value[0])[None]
 
-    patch = {act_name("resid_pre", 0): keep_stream(act_name("resid_pre", 0), first=True)}
+    patch = {}
     for la in range(n):
-        if la:
-            patch[act_name("resid_pre", la)] = keep_stream(act_name("resid_pre", la))
+        for name in {act_name("resid_pre", la), readout.mlp_reads(adapter, la)}:
+            patch[name] = keep_stream(name, first=name == act_name("resid_pre", 0))
         for comp in ("q", "k", "v"):
             patch[act_name(comp, la)] = heads_in(la, comp)
         patch[act_name("z", la)] = heads_out(la)
-        patch[act_name("resid_mid", la)] = keep_stream(act_name("resid_mid", la))
+        for point in readout.stream_norms(adapter, la) or ():
+            patch[point] = norm(point)
         patch[act_name("mlp_out", la)] = mlp(la)
     patch[act_name("resid_post", n - 1)] = final
     run = model.run(clean_run.ids, hooks=[LOGITS], patch=patch)

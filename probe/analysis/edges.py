@@ -14,8 +14,17 @@ head's gradient at its q/k/v is carried back through that head's projection and 
 (vector-Jacobian products at the run's activations), so a sender's edges add up to its node estimate
 (``probe.attribution_patching``): the residual stream hands every reader the same vector.
 
-Sequential pre-LN blocks only (GPT-2, GPT-Neo, GPT-NeoX sequential, LLaMA, OPT pre-LN): post-LN blocks mix a
-write into a norm with everything else, and parallel blocks give attention and MLP one shared input.
+The three block forms:
+- sequential pre-LN (GPT-2, GPT-Neo, LLaMA, OPT pre-LN): the stream is a plain sum of the writes;
+- parallel (GPT-NeoX/Pythia): attention and MLP read the block's input, so a layer's MLP receives nothing
+  from its own layer's heads (no such edge);
+- post-LN (BERT, RoBERTa, DistilBERT): the stream passes through a LayerNorm after each sublayer, so a write
+  reaches a later reader only through every norm in between. An edge is then the write carried along the
+  residual path alone, through those norms: to first order (the estimate) through each norm's Jacobian at
+  the run's activations, scale included, so a sender's edges still add up to its node estimate exactly;
+  in a circuit run (``probe.circuit``) and in path patching through the norms themselves, recomputed on the
+  stream each receiver would see. Nothing is frozen or approximated beyond the first-order step that every
+  attribution-patching estimate makes.
 """
 
 from __future__ import annotations
@@ -38,15 +47,24 @@ COLUMNS = ["sender", "receiver", "estimate", "normalized_estimate"]
 
 
 def check_edges(model: Model) -> None:
-    """Raise unless ``model``'s blocks have a separate input for every head's q/k/v and for the MLP."""
-    form = model.adapter.block_form
-    if form != "pre_ln":
-        why = {
-            "post_ln": "normalises after each sublayer (post-LN), so a sender's write reaches no receiver alone",
-            "parallel": "runs attention and MLP in parallel on one shared input, so the MLP receives nothing from "
-            "its own layer's heads",
-        }.get(form, f"has {form} blocks")
-        raise InputError(f"{model.name} {why}; edges need sequential pre-LN blocks: use over='heads' or 'mlp_out'")
+    """Raise unless every head's q/k/v input, every MLP's input and every norm on the stream can be reached."""
+    adapter = model.adapter
+    form = adapter.block_form
+    why = None
+    if form not in ("pre_ln", "parallel", "post_ln"):
+        why = f"has {form} blocks"
+    else:
+        try:
+            readout.stream_norms(adapter, 0)  # post-LN: the norms' inputs are hooked
+            if readout.mlp_reads(adapter, 0) not in adapter.point_map:
+                raise NotImplementedError
+        except NotImplementedError:
+            why = f"({adapter.family}, {form}) hooks no separate input of its MLPs or norms"
+    if why:
+        raise InputError(
+            f"{model.name} {why}, so no path between its components can be traced; patch or attribute whole "
+            "heads or layers instead (over='heads' or 'mlp_out')"
+        )
 
 
 class Graph:
@@ -54,6 +72,7 @@ class Graph:
 
     def __init__(self, model: Model, kv_heads: int):
         n, h = model.n_layers, model.n_heads
+        self.parallel = model.adapter.block_form == "parallel"
         self.senders = ["embed"]
         self.sender_layer = [-1]  # the layer whose writes come before: embed before layer 0
         self.sender_kind = ["embed"]
@@ -83,8 +102,8 @@ class Graph:
         out = torch.zeros(len(self.senders), len(self.receivers), dtype=torch.bool)
         for i, (sl, sk) in enumerate(zip(self.sender_layer, self.sender_kind, strict=True)):
             for j, (rl, rk) in enumerate(zip(self.receiver_layer, self.receiver_kind, strict=True)):
-                # a block's MLP reads its own heads' writes; a head reads only earlier layers
-                out[i, j] = sl < rl or (sl == rl and sk == "head" and rk == "mlp")
+                # a block's MLP reads its own heads' writes (not in parallel blocks); a head reads earlier layers
+                out[i, j] = sl < rl or (sl == rl and sk == "head" and rk == "mlp" and not self.parallel)
         return out
 
 
@@ -100,18 +119,17 @@ def sender_writes(model: Model, run: Run, n: int) -> torch.Tensor:
 
 
 def receiver_gradients(model: Model, store: dict, n_heads_kv: int) -> torch.Tensor:
-    """[receivers, pos, d_model] float64, averaged over the rows of ``store``: the gradient of the metric at
-    each receiver's own copy of the residual stream (``store``: the gradient run's inputs and gradients)."""
+    """[receivers, rows, pos, d_model]: the gradient of the metric at each receiver's own copy of the residual
+    stream, for every row of ``store`` (the gradient run's inputs and gradients)."""
     adapter = model.adapter
     rows = []
     for la in range(model.n_layers):
         resid = store["resid_pre", la]
         for comp in ("q", "k", "v"):
-            vjps = readout.head_input_vjp(adapter, la, comp, resid, store["grad", comp, la])  # [heads, rows, pos, d]
-            rows += list(vjps.mean(1))
-        rows.append(readout.mlp_input_vjp(adapter, la, store["resid_mid", la], store["grad", "mlp", la]).mean(0))
-    rows.append(store["grad", "final"].mean(0))
-    return torch.stack([r.double().cpu() for r in rows])
+            rows += list(readout.head_input_vjp(adapter, la, comp, resid, store["grad", comp, la]))
+        rows.append(readout.mlp_input_vjp(adapter, la, store["mlp_in", la], store["grad", "mlp", la]))
+    rows.append(store["grad", "final"])
+    return torch.stack([r.float() for r in rows])
 
 
 def edge_attribution(model: Model, clean_run: Run, bad_run: Run, score, slot: int, method: str, n_steps: int):
@@ -123,9 +141,49 @@ def edge_attribution(model: Model, clean_run: Run, bad_run: Run, score, slot: in
     n = bad_run.lengths[0]
     delta = sender_writes(model, clean_run, n) - sender_writes(model, bad_run, n)  # [S, pos, d]
     store = _gradient_run(model, clean_run, bad_run, score, slot, method, n_steps)
-    grads = receiver_gradients(model, store, kv)  # [R, pos, d]
-    estimates = delta.flatten(1) @ grads.flatten(1).T
+    grads = receiver_gradients(model, store, kv)  # [R, rows, pos, d]
+    if model.adapter.block_form == "post_ln":
+        estimates = _through_norms(model, graph, delta, grads, store)
+    else:  # the stream is a sum: every later receiver's gradient reaches the sender as it is
+        estimates = delta.flatten(1) @ grads.double().mean(1).flatten(1).T
     return graph, estimates * graph.allowed()
+
+
+def _through_norms(model: Model, graph: Graph, delta: torch.Tensor, grads: torch.Tensor, store: dict) -> torch.Tensor:
+    """[senders, receivers] for post-LN blocks: walk the stream from the output back to the embeddings,
+    carrying every receiver's gradient back through each norm's Jacobian at that row's activations, and
+    read each sender's edges where it writes (heads before the first norm, the MLP before the second)."""
+    adapter = model.adapter
+    first = {}  # receiver kind and layer -> its first index in graph order
+    for j, (kind, la) in enumerate(zip(graph.receiver_kind, graph.receiver_layer, strict=True)):
+        first.setdefault((kind, la), j)
+    carried = torch.zeros_like(grads)  # [R, rows, pos, d]: each receiver's gradient where the walk stands
+    estimates = torch.zeros(len(graph.senders), len(graph.receivers), dtype=torch.float64)
+    sender = {s: i for i, s in enumerate(graph.senders)}
+
+    def read(start: int, stop: int) -> None:
+        carried[start:stop] = grads[start:stop]
+
+    def through(point: str, x: torch.Tensor, start: int) -> None:
+        carried[start:] = readout.norm_vjp(adapter, point, x, carried[start:]).to(carried.dtype)
+
+    def write(rows: list[int]) -> None:
+        seen = carried.double().mean(1).flatten(1)  # [R, pos * d]
+        estimates[rows] = delta[rows].flatten(1) @ seen.T
+
+    n = model.n_layers
+    read(len(graph.receivers) - 1, len(graph.receivers))
+    for la in reversed(range(n)):
+        after_attn, after_mlp = readout.stream_norms(adapter, la)
+        mlp = first["mlp", la]
+        through(after_mlp, store["norm", la, 1], mlp + 1)
+        write([sender[f"MLP{la}"]])
+        read(mlp, mlp + 1)
+        through(after_attn, store["norm", la, 0], mlp)
+        write([sender[f"L{la}H{h}"] for h in range(model.n_heads)])
+        read(first["head", la], mlp)
+    write([sender["embed"]])
+    return estimates
 
 
 def edge_hooks(model: Model) -> list[str]:
@@ -148,7 +206,10 @@ def _gradient_run(model: Model, clean_run: Run, bad_run: Run, score, slot: int, 
     outputs.update({("grad", "mlp", la): act_name("mlp_out", la) for la in range(n)})
     outputs["grad", "final"] = act_name("resid_post", n - 1)
     inputs = {("resid_pre", la): act_name("resid_pre", la) for la in range(n)}
-    inputs.update({("resid_mid", la): act_name("resid_mid", la) for la in range(n)})
+    inputs.update({("mlp_in", la): readout.mlp_reads(model.adapter, la) for la in range(n)})
+    for la in range(n):
+        for i, point in enumerate(readout.stream_norms(model.adapter, la) or ()):
+            inputs["norm", la, i] = point
     inputs["final"] = act_name("resid_post", n - 1)
     like = {"q": "z", "k": "k", "v": "k", "mlp": "mlp_out"}  # a captured hook of the same shape
     shapes = {

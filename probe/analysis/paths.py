@@ -6,8 +6,10 @@ attention norm), while every other reader, the rest of the network included, sti
 run. The metric then measures that edge alone: the sender's effect through the receiver, not through the
 residual stream at large. Equal to TransformerLens's ``get_act_patch_direct_path`` on the same weights.
 
-Pre-LN models only: in a post-LN (BERT-style) block a head's write is normalised together with everything
-else before it reaches the stream, so it has no path of its own to patch.
+Post-LN (BERT-style) blocks normalise the stream after each sublayer, so the sender's write reaches a later
+head only through those norms: the receiver reads the corrupted stream plus the sender's change carried
+through every norm in between, each recomputed on the corrupted stream with the change added (norm(x + d) −
+norm(x)); every other reader, the MLPs in between included, still sees the corrupted run.
 """
 
 from __future__ import annotations
@@ -60,11 +62,9 @@ def path_patching(
 
     if model.kind == "encoder":
         raise InputError(f"{model.name} has no language-model head, so there is no metric to patch against")
-    if model.adapter.block_form == "post_ln":
-        raise InputError(
-            f"{model.name} normalises after each sublayer (post-LN), so a head's write has no direct path of its "
-            "own; path patching needs a pre-LN model (GPT-2, LLaMA, ...). Use probe.patching(over='heads') instead"
-        )
+    from probe.analysis.edges import check_edges
+
+    check_edges(model)
     if component not in COMPONENTS:
         raise InputError(f"component {component!r} is not one of q, k, v")
     n_layers, n_heads = model.n_layers, model.n_heads
@@ -94,17 +94,27 @@ def path_patching(
     z = act_name("z", layer)
     layers = sorted({la for la, _ in receivers})
     inputs = [act_name("resid_pre", la) for la in layers] + [act_name(component, la) for la in layers]
+    adapter = model.adapter
+    norms = {la: readout.stream_norms(adapter, la) for la in range(layer, layers[-1])}
+    inputs += [point for pair in norms.values() if pair for point in pair]
     clean_run, bad_run, slot, _, clean_logits, bad_logits = pair_runs(model, clean, corrupted, [z], [z, *inputs])
     if any(bad_run[act_name(component, la)].shape[2] != n_heads for la in layers):
         raise InputError(
             f"{model.name}'s {component} heads are shared by several query heads (grouped-query attention), so one "
             "head's own k or v input cannot be patched; use component='q'"
         )
-    adapter = model.adapter
     delta = readout.head_write(adapter, layer, head, clean_run[z]) - readout.head_write(
         adapter, layer, head, bad_run[z]
     )
-    new = {la: readout.head_inputs(adapter, la, component, bad_run[act_name("resid_pre", la)] + delta) for la in layers}
+    carried = {}  # layer -> the sender's change as that layer's heads read it
+    for la in range(layer, layers[-1]):
+        for point in norms[la] or ():  # post-LN: through the norm after attention, then after the MLP
+            delta = readout.norm_shift(adapter, point, bad_run[point][0], delta.double()).to(delta.dtype)
+        carried[la + 1] = delta.to(bad_run[act_name("resid_pre", la + 1)].device)
+    new = {
+        la: readout.head_inputs(adapter, la, component, bad_run[act_name("resid_pre", la)] + carried[la])
+        for la in layers
+    }
 
     def patch_for(la: int):
         rows = [(j, h) for j, (rl, h) in enumerate(receivers) if rl == la]

@@ -425,7 +425,7 @@ class Workbench:
         model, read_clean, read_corrupted, metric = self._pair(name, clean, corrupted)
         from probe.analysis.edges import check_edges
 
-        check_edges(model)  # post-LN and parallel blocks: said before any work
+        check_edges(model)  # a family whose norms are not hooked (post-LN OPT): said before any work
         make = lambda: circuit(model, read_clean, read_corrupted, metric, edges=20).plot()  # noqa: E731
         return self._figure(("circuit", name, clean, corrupted), [name], make)
 

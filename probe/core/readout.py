@@ -161,7 +161,8 @@ def head_inputs(adapter: Adapter, layer: int, component: str, resid: torch.Tenso
 
 
 def mlp_inputs(adapter: Adapter, layer: int, resid: torch.Tensor, grad: bool = False) -> torch.Tensor:
-    """[batch, pos, d_model] what the MLP of ``layer`` writes when it reads ``resid`` (its norm, then itself)."""
+    """[batch, pos, d_model] what the MLP of ``layer`` writes when it reads ``resid`` (the value at
+    ``mlp_reads``: its norm, if it has one, then itself)."""
     with torch.enable_grad() if grad else torch.no_grad():
         return adapter.mlp_call(layer, resid)
 
@@ -182,6 +183,50 @@ def head_input_vjp(
             (vjp,) = torch.autograd.grad(out, x, grad_outputs=only, retain_graph=h < out.shape[2] - 1)
             found.append(vjp)
     return torch.stack(found)
+
+
+def mlp_reads(adapter: Adapter, layer: int) -> str:
+    """The hook whose value the MLP of ``layer`` reads as its input stream: ``hook_resid_mid`` (pre-LN, before
+    the MLP's own norm), ``hook_resid_pre`` (parallel blocks: attention and MLP share it) or ``hook_attn_out``
+    (post-LN: the first norm's output)."""
+    name = {"parallel": "hook_resid_pre", "post_ln": "hook_attn_out"}.get(adapter.block_form, "hook_resid_mid")
+    return f"blocks.{layer}.{name}"
+
+
+def stream_norms(adapter: Adapter, layer: int) -> tuple[str, str] | None:
+    """Post-LN blocks: the hook points at the inputs of the norms *on* the stream, after attention
+    (``ln1.hook_in``) and after the MLP (``hook_resid_mid``); None for pre-LN and parallel blocks, whose
+    stream is a plain sum. Raises NotImplementedError where a post-LN family hooks neither input."""
+    if adapter.block_form != "post_ln":
+        return None
+    names = (f"blocks.{layer}.ln1.hook_in", f"blocks.{layer}.hook_resid_mid")
+    points = adapter.point_map
+    if any(n not in points or points[n].side != "in" for n in names):
+        raise NotImplementedError(f"{adapter.family} hooks no input of its post-LN norms")
+    return names
+
+
+def norm_vjp(adapter: Adapter, point: str, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """[k, *x.shape]: each of ``v`` [k, *x.shape] carried back through the norm at hook ``point`` (its input),
+    at input ``x``: the norm's own Jacobian there, its scale's dependence on x included."""
+    module = adapter.point_map[point].module
+    inp = x.detach().float().expand_as(v).clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = module.forward(inp.to(x.dtype))
+        (found,) = torch.autograd.grad(out, inp, grad_outputs=v.to(out.dtype))
+    return found
+
+
+def norm_shift(adapter: Adapter, point: str, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """[k, *x.shape] float64: norm(x + d) − norm(x) for the norm at hook ``point``, each of ``d`` [k, *x.shape]
+    a change to its input ``x``: how a change before a post-LN norm reaches the stream after it."""
+    module = adapter.point_map[point].module
+    with torch.no_grad():
+        base = module.forward(x)
+        moved = module.forward((x.double() + d.to(x.device)).to(x.dtype))
+    out = (moved.double() - base.double()).cpu()
+    out[~d.flatten(1).any(1).cpu()] = 0  # no change in, none out (not the kernel's rounding on a new shape)
+    return out
 
 
 def mlp_input_vjp(adapter: Adapter, layer: int, resid: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

@@ -167,7 +167,8 @@ class Adapter:
     def mlp_call(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
         """What block ``layer``'s MLP writes when it reads residual stream ``resid`` [..., d_model] (its norm,
         then the MLP): the receiver of edge attribution. Blocks whose MLP is one module after ``hook_resid_mid``'s
-        norm; others override it (OPT) or have no such MLP input (parallel blocks)."""
+        norm; others override it (OPT, parallel GPT-NeoX, the post-LN masked models, whose MLP reads
+        ``hook_attn_out`` without a norm of its own)."""
         points = self.point_map
         mid = points.get(f"blocks.{layer}.hook_resid_mid")
         out = points[f"blocks.{layer}.hook_mlp_out"]

@@ -73,6 +73,10 @@ class BertAdapter(Adapter):
         t = self.hf.cls.predictions.transform
         return t.dense, t.transform_act_fn, t.LayerNorm
 
+    def mlp_call(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
+        b = self.blocks[layer]  # post-LN: the MLP reads hook_attn_out as it is (no norm of its own)
+        return b.output.dense.forward(b.intermediate.forward(resid))
+
     def body_inputs(self, ids: torch.Tensor, mask: torch.Tensor) -> dict:
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
 

@@ -62,6 +62,9 @@ class DistilBertAdapter(Adapter):
         """The MLM head before its decoder: (dense, activation, LayerNorm)."""
         return self.hf.vocab_transform, self.hf.activation, self.hf.vocab_layer_norm
 
+    def mlp_call(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
+        return self.blocks[layer].ffn.forward(resid)  # post-LN: reads hook_attn_out, no norm of its own
+
     def body_inputs(self, ids: torch.Tensor, mask: torch.Tensor) -> dict:
         return {"input_ids": ids, "attention_mask": mask}
 

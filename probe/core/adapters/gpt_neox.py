@@ -68,6 +68,12 @@ class GPTNeoXAdapter(Adapter):
         pts.append(Point("ln_final.hook_normalized", self.body.final_layer_norm))
         return pts
 
+    def mlp_call(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
+        if not self.parallel:
+            return super().mlp_call(layer, resid)
+        b = self.blocks[layer]  # parallel: the MLP's own norm on the block's input
+        return b.mlp.forward(b.post_attention_layernorm.forward(resid))
+
     def head(self, resid: torch.Tensor) -> torch.Tensor:
         if self.kind != "causal":
             return super().head(resid)
