@@ -776,19 +776,33 @@ def patch(
             "--method", help="exact (one patched run per unit), atp (gradient estimate) or ig (integrated, EAP-IG)."
         ),
     ] = "exact",
+    sender: Annotated[
+        str | None,
+        typer.Option(
+            "--sender",
+            help="Path patching: the head LAYER.HEAD (e.g. 0.1) whose clean write reaches only each later "
+            "head's --component input, one receiver per row.",
+        ),
+    ] = None,
+    component: Annotated[
+        str, typer.Option("--component", help="With --sender: q, k or v, the receivers' input that reads it.")
+    ] = "q",
     csv: Annotated[bool, typer.Option("--csv", help="Print the frame as CSV.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the values and rows as JSON.")] = False,
     prepend_bos: BosOpt = True,
 ) -> None:
     """Activation patching: which layer and position (or head) carries the difference between CLEAN and
     CORRUPTED? Metric: logit(answer) - logit(wrong) at the slot. --method atp/ig estimates every unit from
-    gradients (attribution patching) instead of running each patch.
+    gradients (attribution patching) instead of running each patch; --sender patches one head's direct
+    path into each later head (path patching).
 
     Examples:
 
       probe patch "The robot must not hurt the" "The robot will not hurt the" -m tiny-gpt
 
       probe patch "The robot must [MASK] hurt the human." "The robot will [MASK] hurt the human." -m tiny-bert --over heads --csv
+
+      probe patch "The robot must not hurt the" "The robot will not hurt the" -m tiny-gpt --sender 0.1 --component k
     """
     from probe.analysis.atp import attribution_patching
     from probe.analysis.intervene import patching
@@ -801,6 +815,9 @@ def patch(
     m = load(_one_model(model, clean)).reading(prepend_bos)
     if m.kind == "encoder":
         _fail(f"{m.name} has no language-model head, so there is no answer to patch; use a causal or masked LM")
+    if sender is not None:
+        _path_patch(m, clean, corrupted, answer, wrong, sender, component, over, method, csv, as_json)
+        return
     metric = _answer_metric(m, clean, corrupted, answer, wrong)
     if method == "exact":
         frame = patching(m, clean, corrupted, metric=metric, over=over)
@@ -810,6 +827,25 @@ def patch(
     keys = ("model", "clean", "corrupted", "metric", "over", "clean_value", "corrupted_value")
     keys += ("method", "n_steps") if method != "exact" else ()
     title = f"{at['model']}: {'patching' if method == 'exact' else method + ' estimate of patching'} {over}, {at['metric']} clean {at['clean_value']:.3f} corrupted {at['corrupted_value']:.3f}"
+    _print_frame(frame, title, csv, as_json, {k: at[k] for k in keys})
+
+
+def _path_patch(m, clean, corrupted, answer, wrong, sender, component, over, method, csv, as_json) -> None:
+    from probe.analysis.paths import path_patching
+
+    if over != "resid_pre" or method != "exact":
+        _fail("--sender patches the paths out of one head: leave out --over and --method")
+    parts = sender.split(".")
+    if len(parts) != 2 or not all(p.lstrip("-").isdigit() for p in parts):
+        _fail(f"--sender {sender!r} is not LAYER.HEAD; write e.g. --sender 0.1")
+    metric = _answer_metric(m, clean, corrupted, answer, wrong)
+    frame = path_patching(
+        m, clean, corrupted, sender=(int(parts[0]), int(parts[1])), metric=metric, component=component
+    )
+    at = frame.attrs
+    layer, head = at["sender"]
+    title = f"{at['model']}: path patching from L{layer}H{head} into {component}, {at['metric']} clean {at['clean_value']:.3f} corrupted {at['corrupted_value']:.3f}"
+    keys = ("model", "clean", "corrupted", "metric", "sender", "kv_heads", "clean_value", "corrupted_value")
     _print_frame(frame, title, csv, as_json, {k: at[k] for k in keys})
 
 

@@ -5,9 +5,11 @@ tests/test_circuit.py); refused where a head has no input of its own (grouped-qu
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
+from conftest import one_line_error
 
 import probe
 from probe.analysis.reading import read_text
@@ -94,12 +96,47 @@ def test_equals_the_same_edit_made_by_hand(loud_gpt):
     assert frame.attrs["sender"] == (0, 1)
 
 
-def test_grouped_query_heads_take_q_but_not_k(tiny_llama_path):
-    llama = probe.load(tiny_llama_path)
+def test_grouped_query_k_and_v_receivers_are_key_value_heads(tmp_path):
+    """A grouped-query model reads k/v once per key/value head: patching the path into KV head g moves the k
+    of every query head in its group, and equals the same edit made by hand on the shared projection."""
+    from conftest import _save, _tokenizer, llama_like
+
+    torch.manual_seed(3)
+    tok = _tokenizer("gpt")
+    hf = llama_like("llama", tok)
+    with torch.no_grad():  # weights large enough for one head's path to move the metric (init: ~1e-6)
+        for param in hf.parameters():
+            if param.dim() == 2:
+                param.normal_(0, 0.3)
+    llama = probe.load(_save(hf, tok, tmp_path))
+    kv, h = llama.adapter.n_kv_heads, llama.n_heads
+    assert kv < h
     frame = probe.path_patching(llama, CLEAN, BAD, sender=(0, 0), metric=METRIC)
-    assert len(frame) == llama.n_heads and frame["value"].notna().all()
-    with pytest.raises(InputError, match="grouped-query"):
-        probe.path_patching(llama, CLEAN, BAD, sender=(0, 0), metric=METRIC, component="k")
+    assert len(frame) == h * (llama.n_layers - 1) and not frame.attrs["kv_heads"]
+    for comp in ("k", "v"):
+        frame = probe.path_patching(llama, CLEAN, BAD, sender=(0, 0), metric=METRIC, component=comp)
+        assert len(frame) == kv * (llama.n_layers - 1) and frame.attrs["kv_heads"]
+        assert frame["effect"].abs().max() > 1e-3
+    row = frame.loc[frame["effect"].abs().idxmax()]  # v of a key/value head of layer 1, by hand:
+    hooks = ["blocks.0.attn.hook_z", "blocks.1.hook_resid_pre", "blocks.1.attn.hook_v"]
+    clean, bad = llama.run(CLEAN, hooks=hooks), llama.run(BAD, hooks=hooks)
+    block0, block1 = llama.adapter.blocks[0], llama.adapter.blocks[1]
+    dh = llama.adapter.d_head
+    with torch.no_grad():
+        z = clean["blocks.0.attn.hook_z"][0, :, 0] - bad["blocks.0.attn.hook_z"][0, :, 0]
+        delta = z @ block0.self_attn.o_proj.weight[:, :dh].T
+        x = block1.input_layernorm(bad["blocks.1.hook_resid_pre"][0] + delta)
+        v = block1.self_attn.v_proj(x).unflatten(-1, (kv, dh))[:, int(row["head"])]
+
+    def put(value, ctx):
+        value[0, :, int(row["head"])] = v
+        return value
+
+    by_hand = llama.run(bad.ids, hooks=["logits"], patch={"blocks.1.attn.hook_v": put})
+    t, u = (llama.tokenizer.encode(w, add_special_tokens=False)[0] for w in METRIC[1:])
+    assert row["value"] == pytest.approx(float(by_hand["logits"][0, -1, t] - by_hand["logits"][0, -1, u]), abs=1e-5)
+    with pytest.raises(InputError, match=f"receiver head {kv} is out of range"):
+        probe.path_patching(llama, CLEAN, BAD, sender=(0, 0), receivers=[(1, kv)], metric=METRIC, component="k")
 
 
 @pytest.mark.parametrize(
@@ -125,3 +162,17 @@ def test_readme_snippet_runs_as_printed():
     scope = {"probe": probe, "gpt": probe.load("tiny-gpt"), "clean": "The robot must not hurt the"}
     scope["corrupt"] = "The robot will not hurt the"
     exec(compile(code, "README.md", "exec"), scope)
+
+
+def test_cli_patches_paths_with_sender(runner, tiny_gpt_path, tiny_gpt):
+    from probe.cli import app
+
+    base = ["patch", CLEAN, BAD, "-m", tiny_gpt_path, "--answer", " human", "--wrong", " robot", "--sender", "0.1"]
+    result = runner.invoke(app, [*base, "--component", "k", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    expected = probe.path_patching(tiny_gpt, CLEAN, BAD, sender=(0, 1), metric=METRIC, component="k")
+    assert [row["value"] for row in payload["rows"]] == pytest.approx(list(expected["value"]), abs=1e-6)
+    assert payload["sender"] == [0, 1] and {row["component"] for row in payload["rows"]} == {"k"}
+    one_line_error(runner.invoke(app, [*base[:-1], "0.x"]), "--sender '0.x' is not LAYER.HEAD")
+    one_line_error(runner.invoke(app, [*base, "--method", "atp"]), "leave out --over and --method")

@@ -45,10 +45,14 @@ def path_patching(
         clean, corrupted, metric: as ``probe.patching`` (texts of the same length; the slot's logits).
         sender: (layer, head) whose output is patched (negative indices count from the end).
         receivers: (layer, head) pairs after the sender's layer; default every head of every later layer.
+            Grouped-query models (LLaMA, SmolLM2) read k and v once per key/value head, shared by a group of
+            query heads: for component "k" or "v" a receiver is (layer, key/value head), and patching it
+            moves every query head of its group.
         component: "q", "k" or "v": which input of the receiver reads the sender's clean write.
 
     Returns:
-        DataFrame [layer, head, component, value, effect, normalized_effect], one row per receiver: value is
+        DataFrame [layer, head, component, value, effect, normalized_effect], one row per receiver (``head``
+        is the key/value head for a grouped-query k or v; ``.attrs["kv_heads"]`` says so): value is
         the metric with that path patched (TransformerLens's number), effect = value − metric(corrupted),
         normalized_effect divides by metric(clean) − metric(corrupted). ``.attrs``: sender, clean_value,
         corrupted_value, metric, model, clean, corrupted. All receivers run as one batch.
@@ -72,12 +76,15 @@ def path_patching(
         raise InputError(f"sender must be a (layer, head) pair, got {sender!r}")
     layer = check.index(sender[0], "sender layer", n_layers, what=f"{model.name} has layers")
     head = check.index(sender[1], "sender head", n_heads, what=f"{model.name} has heads")
+    shared = component != "q" and getattr(model.adapter, "n_kv_heads", n_heads) != n_heads
+    count = model.adapter.n_kv_heads if shared else n_heads
     if receivers is None:
-        receivers = [(la, h) for la in range(layer + 1, n_layers) for h in range(n_heads)]
+        receivers = [(la, h) for la in range(layer + 1, n_layers) for h in range(count)]
+    what = "key/value heads" if shared else "heads"
     receivers = [
         (
             check.index(la, "receiver layer", n_layers, what=f"{model.name} has layers"),
-            check.index(h, "receiver head", n_heads, what=f"{model.name} has heads"),
+            check.index(h, "receiver head", count, what=f"{model.name} has {what}"),
         )
         for la, h in receivers
     ]
@@ -98,11 +105,7 @@ def path_patching(
     norms = {la: readout.stream_norms(adapter, la) for la in range(layer, layers[-1])}
     inputs += [point for pair in norms.values() if pair for point in pair]
     clean_run, bad_run, slot, _, clean_logits, bad_logits = pair_runs(model, clean, corrupted, [z], [z, *inputs])
-    if any(bad_run[act_name(component, la)].shape[2] != n_heads for la in layers):
-        raise InputError(
-            f"{model.name}'s {component} heads are shared by several query heads (grouped-query attention), so one "
-            "head's own k or v input cannot be patched; use component='q'"
-        )
+    assert all(bad_run[act_name(component, la)].shape[2] == count for la in layers)
     delta = readout.head_write(adapter, layer, head, clean_run[z]) - readout.head_write(
         adapter, layer, head, bad_run[z]
     )
@@ -149,6 +152,7 @@ def path_patching(
     frame = pd.DataFrame(rows)
     frame.attrs.update(
         sender=(layer, head),
+        kv_heads=shared,
         clean_value=clean_value,
         corrupted_value=bad_value,
         metric=label,
