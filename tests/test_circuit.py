@@ -36,24 +36,64 @@ def test_edges_equal_transformerlens_edge_attribution(tiny_gpt, tiny_gpt_path, e
     config = tl.EdgeAttributionConfig(granularity="edge")
     theirs = tl.attribution_patch(bridge, read_text(tiny_gpt, CLEAN).ids, read_text(tiny_gpt, BAD).ids, metric, config)
 
-    def label(node):
-        if node.kind in ("embed", "logits"):
-            return node.kind
-        if node.kind in ("mlp_out", "mlp_in"):
-            return f"MLP{node.layer}"
-        if node.kind == "attn_head_out":
-            return f"L{node.layer}H{node.head}"
-        return f"L{node.layer}H{node.head}.{node.kind[0]}"  # q_input, k_input, v_input
-
     summed: dict = {}
     for (sender, receiver), value in theirs.edge_scores.items():  # TL keeps positions apart; probe sums them
-        key = label(sender), label(receiver)
+        key = _label(sender), _label(receiver)
         summed[key] = summed.get(key, 0.0) + value
     mine = {(s, r): e for s, r, e in zip(edges["sender"], edges["receiver"], edges["estimate"], strict=True)}
     assert set(mine) == set(summed)
     assert max(abs(v) for v in mine.values()) > 1e-3
     for key, value in mine.items():
         assert value == pytest.approx(summed[key], abs=1e-5), key
+
+
+def _label(node) -> str:
+    """TransformerLens's EAP node as probe names it."""
+    if node.kind in ("embed", "logits"):
+        return node.kind
+    if node.kind in ("mlp_out", "mlp_in"):
+        return f"MLP{node.layer}"
+    if node.kind == "attn_head_out":
+        return f"L{node.layer}H{node.head}"
+    return f"L{node.layer}H{node.head}.{node.kind[0]}"  # q_input, k_input, v_input
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "gpt_neox_sequential", "llama", "qwen2"])
+def test_edges_equal_transformerlens_on_other_families(family, tmp_path):
+    """Beyond GPT-2: parallel blocks (no edge from a layer's heads to its own MLP, as TransformerLens has it),
+    rotary, RMSNorm and gated MLPs, on weights large enough that the edges are far from zero. (TransformerLens
+    4.3 refuses edges for grouped-query k/v, GPT-Neo, OPT and the BERT family.)"""
+    pytest.importorskip("transformer_lens")
+    from conftest import _save, _tokenizer, spread_norms
+    from test_families import SPECS
+    from transformer_lens.tools.analysis import attribution_patching as tl
+
+    torch.manual_seed(0)
+    tok = _tokenizer("gpt")
+    hf = SPECS[family].build(tok).eval()
+    if getattr(hf.config, "num_key_value_heads", None):
+        hf.config.num_key_value_heads = hf.config.num_attention_heads
+        hf = type(hf)(hf.config).eval()
+    with torch.no_grad():
+        for param in hf.parameters():
+            if param.dim() == 2:
+                param.normal_(0, 0.3)
+    path = _save(spread_norms(hf), tok, tmp_path)
+    model = probe.load(path)
+    mine = probe.attribution_patching(model, CLEAN, BAD, METRIC, over="edges")
+    config = tl.EdgeAttributionConfig(granularity="edge")
+    clean, bad = read_text(model, CLEAN).ids, read_text(model, BAD).ids
+    theirs = tl.attribution_patch(tl_bridge(model, path), clean, bad, tl_logit_diff(model, *METRIC[1:]), config)
+    summed: dict = {}
+    for (sender, receiver), value in theirs.edge_scores.items():
+        key = _label(sender), _label(receiver)
+        summed[key] = summed.get(key, 0.0) + value
+    ours = {(s, r): e for s, r, e in zip(mine["sender"], mine["receiver"], mine["estimate"], strict=True)}
+    assert set(ours) == set(summed)
+    top = max(abs(v) for v in ours.values())
+    assert top > 0.1
+    for key, value in ours.items():
+        assert value == pytest.approx(summed[key], abs=1e-5 * top), key
 
 
 @pytest.mark.parametrize("method", ["atp", "ig"])
