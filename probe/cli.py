@@ -510,6 +510,17 @@ def attribute(
         int | None,
         typer.Option("--generate", "-g", help="Generate N tokens and attribute each to the tokens before it."),
     ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option("--baseline", help="zero, pad, mask or unk (default: mask for masked models, else zero)."),
+    ] = None,
+    inseq: Annotated[
+        bool,
+        typer.Option(
+            "--inseq",
+            help="inseq's conventions: baseline unk, no start token, 16 steps, no refinement (its numbers).",
+        ),
+    ] = False,
     csv: Annotated[bool, typer.Option("--csv", help="Print the frame as CSV.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print target, values and rows as JSON.")] = False,
     prepend_bos: BosOpt = True,
@@ -524,19 +535,33 @@ def attribute(
 
       probe attribute "The robot must not hurt the" -m tiny-gpt --target " the" --contrast " not"
 
-      probe attribute "The robot must" -m tiny-gpt --generate 6
+      probe attribute "The robot must" -m tiny-gpt --generate 6 [--inseq]
     """
+    import math
+
+    from probe.analysis.attribute import IG_STEPS, TOLERANCE, attribute_generation
     from probe.analysis.attribute import attribute as run_attribute
-    from probe.analysis.attribute import attribute_generation
     from probe.core.model import load
 
     if csv and as_json:
         _fail("choose one of --csv and --json")
+    tolerance = TOLERANCE
+    if inseq:
+        if baseline not in (None, "unk") or steps != IG_STEPS:
+            _fail("--inseq sets the baseline and the steps (inseq's); leave out --baseline and --steps")
+        baseline, steps, prepend_bos, tolerance = "unk", 16, False, math.inf
     if generate is not None:
         if target is not None or contrast is not None or position is not None:
             _fail("--generate attributes the tokens it generates; leave out --target, --contrast and --position")
         frame = attribute_generation(
-            load(_one_model(model, text)), text, generate, method=method, n_steps=steps, prepend_bos=prepend_bos
+            load(_one_model(model, text)),
+            text,
+            generate,
+            method=method,
+            n_steps=steps,
+            prepend_bos=prepend_bos,
+            baseline=baseline,
+            tolerance=tolerance,
         )
         a = frame.attrs
         keys = ("model", "prompt", "generated", "generated_tokens", "method", "baseline", "completeness", "warning")
@@ -554,6 +579,8 @@ def attribute(
         prepend_bos=prepend_bos,
         n_steps=steps,
         contrast=contrast,
+        baseline=baseline,
+        tolerance=tolerance,
     )
     a = frame.attrs
     keys = ("model", "text", "target", "target_ids", "contrast", "contrast_ids", "method", "baseline", "n_steps")

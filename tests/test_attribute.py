@@ -235,6 +235,46 @@ def test_generation_attribution_forced_continuation_and_view(tiny_gpt):
     assert fig.layout.shapes[0].x0 == n - 0.5  # the prompt | generated line
 
 
+@pytest.mark.parametrize("method", ["integrated_gradients", "input_x_gradient"])
+def test_generation_attribution_equals_inseq(tiny_gpt, method):
+    """inseq 0.7 on the same weights, its conventions spelled out: the [UNK] embedding as baseline, the
+    text read as the tokenizer gives it (inseq adds no start token to a decoder-only model), the log-
+    probability attributed, and integrated gradients as one 16-point Gauss-Legendre rule (captum's; probe
+    cuts more steps into 16-point segments and refines them, which inseq does not)."""
+    import copy
+    import math
+
+    import torch
+
+    inseq = pytest.importorskip("inseq")
+    prompt = "The robot must not hurt the"
+    ours = probe.attribute_generation(
+        tiny_gpt,
+        prompt,
+        max_new_tokens=3,
+        method=method.replace("input_x_gradient", "gradient_x_input"),
+        baseline="unk",
+        n_steps=16,
+        prepend_bos=False,
+        tolerance=math.inf,
+    )
+    model = inseq.load_model(copy.deepcopy(tiny_gpt.hf), method, tokenizer=tiny_gpt.tokenizer)
+    kwargs = {"n_steps": 16, "internal_batch_size": 16} if method == "integrated_gradients" else {}
+    out = model.attribute(
+        prompt,
+        prompt + ours.attrs["generated"],
+        attributed_fn="probability",
+        logprob=True,
+        show_progress=False,
+        **kwargs,
+    )
+    theirs = out.sequence_attributions[0].target_attributions.sum(-1)  # [tokens read, steps]
+    mine = torch.tensor(ours.pivot(index="position", columns="step", values="attribution").to_numpy())
+    assert theirs[: len(mine)].isnan().equal(mine.isnan()) and len(theirs) == len(mine) + 1  # + the last token
+    assert mine.nan_to_num().abs().max() > 0.1
+    torch.testing.assert_close(mine.nan_to_num(), theirs[: len(mine)].nan_to_num(), atol=1e-3, rtol=0)
+
+
 def test_generation_attribution_errors(tiny_gpt, tiny_bert):
     with pytest.raises(InputError, match="generates nothing"):
         probe.attribute_generation(tiny_bert, "The robot must")

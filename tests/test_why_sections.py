@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from conftest import CHROMIUM, EXTERNAL, chromium_dom, console_lines, figure_specs, one_line_error, split_plotly
 
+import probe
 from probe.cli import app
 from probe.errors import InputError
 from probe.pages import report
@@ -67,6 +68,20 @@ def test_cli_attribute_contrast_and_generate(runner, tiny_gpt_path):
     one_line_error(result, "--generate attributes the tokens it generates")
     result = runner.invoke(app, ["attribute", "The robot must", "-m", tiny_gpt_path, "-g", "500"])
     one_line_error(result, "more go past", "context of")
+
+
+def test_cli_attribute_inseq_takes_inseqs_conventions(runner, tiny_gpt_path, tiny_gpt):
+    import math
+
+    args = ["attribute", "The robot must", "-m", tiny_gpt_path, "-g", "2", "--inseq", "--json"]
+    payload = json.loads(runner.invoke(app, args).stdout)
+    expected = probe.attribute_generation(
+        tiny_gpt, "The robot must", 2, baseline="unk", prepend_bos=False, n_steps=16, tolerance=math.inf
+    )
+    assert payload["baseline"] == "unk" and not payload["rows"][0]["token"].startswith("<")  # no start token
+    assert [r["attribution"] for r in payload["rows"]] == pytest.approx(list(expected["attribution"]), abs=1e-6)
+    one_line_error(runner.invoke(app, [*args, "--baseline", "zero"]), "--inseq sets the baseline")
+    one_line_error(runner.invoke(app, [*args[:-2], "--baseline", "noise"]), "baseline='noise' is not known")
 
 
 def test_cli_patch_table_and_csv(runner, tiny_bert_path):

@@ -315,7 +315,11 @@ def attribute_generation(
         max_new_tokens: tokens to generate; the prompt plus them must fit the context.
         continuation: attribute this text's tokens instead of generating (then its length counts, not
             ``max_new_tokens``).
-        method, baseline, n_steps, prepend_bos, tolerance: as ``probe.attribute``.
+        method, baseline, n_steps, prepend_bos, tolerance: as ``probe.attribute``. inseq 0.7's numbers
+            (equal to 1e-3, tests/test_attribute.py) come with its conventions: ``baseline="unk"`` (the
+            [UNK] embedding), ``prepend_bos=False`` (inseq adds no start token to a decoder-only model),
+            ``n_steps=16`` and ``tolerance=math.inf`` (one Gauss-Legendre rule, as captum's; probe cuts more
+            steps into 16-point segments and refines them until the step adds up).
 
     Returns:
         DataFrame [step, generated_token, position, token, attribution], long form: for each step, one row
