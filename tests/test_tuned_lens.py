@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -79,6 +80,15 @@ def test_lens_table_and_view_read_through_the_lens(bundled, trained):
     assert "tuned lens" in run.plot.logit_lens(lens=trained).layout.title.text
     fig = probe.viz.lens_kl(lens_kl(bundled, HELD_OUT, trained))
     assert [t.name for t in fig.data] == ["logit lens", "tuned lens"]
+    pair = probe.viz.lens_compare(run, trained)  # side by side: the two heatmaps, one colour scale
+    alone = [run.plot.logit_lens(k=1).data[0], run.plot.logit_lens(lens=trained, k=1).data[0]]
+    assert [(t.xaxis, t.yaxis) for t in pair.data] == [("x", "y"), ("x2", "y2")]
+    top = max(float(np.max(t.z)) for t in alone)
+    for side, single in zip(pair.data, alone, strict=True):
+        assert np.array_equal(side.z, single.z) and side.zmax == top
+    assert not np.array_equal(pair.data[0].z, pair.data[1].z) and [a.text for a in pair.layout.annotations] == ["logit lens", "tuned lens"]
+    with pytest.raises(InputError, match="needs a tuned lens"):
+        probe.viz.lens_compare(run, None)
 
 
 def test_save_load_and_resume(tiny_gpt, tmp_path):

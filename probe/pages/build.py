@@ -39,7 +39,8 @@ CAPTIONS = {
     "every position. Each cell shows that layer's most likely token; darker means more confident. Read a "
     "column bottom-up to watch a prediction form. Hover for the top 3 (and, for GPT-style models, the rank of the "
     "token that actually comes next).",
-    "tuned_lens": "The tuned lens: the same view, with the residual stream of every layer first carried into the "
+    "tuned_lens": "The logit lens (left) and the tuned lens (right) side by side, on one colour scale: the tuned lens "
+    "reads the same grid with the residual stream of every layer first carried into the "
     "last layer's basis by an affine translator trained for {model} (KL to the model's own output, {steps} steps "
     "on {corpus}). The logit lens reads early layers badly because their basis drifts; on held-out text the tuned "
     "lens is closer to the output at every layer: mean KL {tuned:.2f} against {logit:.2f} nats for the logit lens.",
@@ -128,7 +129,7 @@ def _card_rows(card: dict[str, Any]) -> list[tuple[str, Any]]:
 def tuned_lens_blocks(run: Run) -> list:
     """The tuned-lens view and its per-layer KL when probe ships a lens for these very weights, else nothing."""
     from probe.analysis.tuned_lens import shipped_lens
-    from probe.viz.lens import lens_kl
+    from probe.viz.lens import lens_compare, lens_kl
 
     lens = shipped_lens(run.model)
     kl = lens.meta.get("held_out_kl") if lens is not None else None
@@ -146,7 +147,8 @@ def tuned_lens_blocks(run: Run) -> list:
         logit=frame["logit_lens"].mean(),
     )
     return [
-        figure_block(run.plot.logit_lens(lens=lens, k=1), "Tuned lens", caption),  # top 1 in the hover: page size
+        # top 1 in the hover, and none on the logit side (the logit lens above has it): page size
+        figure_block(lens_compare(run, lens, k=1, left_hover=False), "Tuned lens", caption),
         figure_block(lens_kl(frame), "Tuned lens against logit lens, layer by layer", CAPTION_KL),
     ]
 

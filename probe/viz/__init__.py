@@ -1,7 +1,7 @@
 """Plotly views of runs and comparisons; every function returns a ``plotly.graph_objects.Figure``.
 
 One module per view: ``tokens``, ``predictions`` (+ ``generation``), ``lens`` (``logit_lens``,
-``lens_target``), ``attention`` (one head, grid, head picker, entropy), ``activations`` (residual norms,
+``lens_target``, ``lens_compare``, ``lens_kl``), ``attention`` (one head, grid, head picker, entropy), ``activations`` (residual norms,
 neurons), ``compare``, and the "why" views that take a frame: ``attribution`` (coloured text), ``attribution_generation`` (generated x read tokens),
 ``dla`` (direct logit attribution per head, MLP or neuron), ``head_scores`` (head detectors), ``circuit`` (a circuit's kept edges), ``agreement`` (methods' head rankings), ``patching`` (layers x positions/heads), ``factors`` (tokens by dominant factor) and ``cka`` (layer
 similarity). Plotly itself is imported only when a figure is built.
@@ -25,7 +25,7 @@ from probe.viz.dla import dla
 from probe.viz.factors import factors
 from probe.viz.heads import head_scores
 from probe.viz.inside_head import attention_neurons
-from probe.viz.lens import lens_kl, lens_table, lens_target, logit_lens
+from probe.viz.lens import lens_compare, lens_kl, lens_table, lens_target, logit_lens
 from probe.viz.patching import patching
 from probe.viz.predictions import generation, predictions
 from probe.viz.probing import probe_accuracy
@@ -45,6 +45,7 @@ __all__ = [
     "lens_target",
     "lens_table",
     "lens_kl",
+    "lens_compare",
     "attention",
     "attention_grid",
     "attention_heads",

@@ -108,6 +108,58 @@ def logit_lens(run: Run, index: int = 0, max_text_positions: int = 160, lens=Non
     return fig
 
 
+def lens_compare(run: Run, lens, index: int = 0, k: int = 1, left_hover: bool = True) -> go.Figure:
+    """The logit lens and a tuned lens side by side, on one colour scale: the same layers x positions grid
+    read through the unembedding alone (left) and through the lens's translators (right).
+
+    Args:
+        run: a Run with the residual stream captured (the default ``run(text)`` does).
+        lens: a ``probe.TunedLens`` for the run's model (``probe.load_lens``).
+        index: which text of the run.
+        k: candidates listed in each cell's hover.
+        left_hover: list the logit lens's candidates in its hover too (the report, which shows the logit lens
+            in full just above, leaves them out: page size).
+
+    Example:
+        >>> probe.viz.lens_compare(run, probe.load_lens("smollm2-135m"))
+    """
+    from plotly.subplots import make_subplots
+
+    from probe.errors import InputError
+
+    if lens is None:
+        raise InputError("lens_compare() needs a tuned lens: probe.load_lens(name_or_folder)")
+    sides = [logit_lens(run, index, lens=None, k=k), logit_lens(run, index, lens=lens, k=k)]
+    left = sides[0].layout
+    fig = make_subplots(
+        rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.03, subplot_titles=("logit lens", "tuned lens")
+    )
+    top = max(float(np.nanmax(np.asarray(side.data[0].z, dtype=float))) for side in sides)
+    for col, side in enumerate(sides, start=1):
+        trace = side.data[0]
+        trace.update(zmax=top, showscale=col == 2)
+        if col == 1 and not left_hover:
+            trace.update(customdata=None, hovertemplate="logit lens: p(top) %{z}<extra></extra>")
+        fig.add_trace(trace, row=1, col=col)
+        fig.update_xaxes(
+            tickmode="array",
+            tickvals=left.xaxis.tickvals,
+            ticktext=left.xaxis.ticktext,
+            tickangle=left.xaxis.tickangle,
+            tickfont=left.xaxis.tickfont,
+            row=1,
+            col=col,
+        )
+    fig.update_yaxes(tickmode="array", tickvals=left.yaxis.tickvals, ticktext=left.yaxis.ticktext, row=1, col=1)
+    fig.update_layout(
+        template=template(),
+        title=f"{esc(run.model.name)}: logit lens and tuned lens, side by side (top guess, coloured by its probability)",
+        width=int(2 * left.width - 120),
+        height=left.height,
+    )
+    return fig
+
+
 def lens_target(run: Run, target: str | int, position: int | None = None, index: int = 0) -> go.Figure:
     """Rank and probability of one target token at one position, layer by layer.
 
