@@ -62,6 +62,7 @@ def test_update_shows_the_reports_figures(bench, tiny_gpt, tiny_bert):
         "predictions",
         "logit_lens",
         "lens_target",
+        "lens_kl",
         "attention",
         "attention_neurons",
         "attention_entropy",
@@ -251,6 +252,31 @@ def test_attribution_view_is_probe_attribute_drawn(bench, tiny_gpt):
     assert figure_json(fig) == figure_json(expected)
     with pytest.raises(InputError, match="not offered"):
         bench.attribution("/etc", TEXT)
+
+
+def test_generation_view_is_probe_attribute_generation_drawn(bench, tiny_gpt, tiny_bert):
+    from probe.app._core import GENERATE
+
+    attribute_generation, draw = _why()["generation"]
+    fig = bench.generation(tiny_gpt.name, TEXT)
+    expected = draw(attribute_generation(tiny_gpt, "The robot must", max_new_tokens=GENERATE))
+    assert figure_json(fig) == figure_json(expected) and len(fig.data[0].z) == GENERATE
+    with pytest.raises(InputError, match="generates nothing"):
+        bench.generation(tiny_bert.name, TEXT)
+
+
+def test_lens_kl_view_is_the_focused_tokens_kl(bench, tiny_gpt, tiny_bert):
+    """Per layer, KL(output || what the layer reads) at the focused token: the run's own numbers, drawn."""
+    from probe.analysis.reading import read_text
+    from probe.pages.build import model_hooks
+
+    for model in (tiny_gpt, tiny_bert):
+        run = read_text(model, TEXT).run(model_hooks(model))
+        for focus in (None, 1):
+            fig = bench.model_view(model.name, TEXT, "lens_kl", focus)
+            assert figure_json(fig) == figure_json(run.plot.lens_kl(position=focus))
+            assert [t.name for t in fig.data] == ["logit lens"]  # no lens ships for the fixtures' weights
+        assert f"(position {run.position_of(None)})" in bench.model_view(model.name, TEXT, "lens_kl").layout.title.text
 
 
 @pytest.mark.skipif("patching" not in _why(), reason="probe.patching is not in this install yet")

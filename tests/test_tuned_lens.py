@@ -86,9 +86,34 @@ def test_lens_table_and_view_read_through_the_lens(bundled, trained):
     top = max(float(np.max(t.z)) for t in alone)
     for side, single in zip(pair.data, alone, strict=True):
         assert np.array_equal(side.z, single.z) and side.zmax == top
-    assert not np.array_equal(pair.data[0].z, pair.data[1].z) and [a.text for a in pair.layout.annotations] == ["logit lens", "tuned lens"]
+    assert not np.array_equal(pair.data[0].z, pair.data[1].z) and [a.text for a in pair.layout.annotations] == [
+        "logit lens",
+        "tuned lens",
+    ]
     with pytest.raises(InputError, match="needs a tuned lens"):
         probe.viz.lens_compare(run, None)
+
+
+def test_lens_kl_at_one_token_is_the_kl_of_the_runs_own_readings(bundled, trained):
+    from probe.analysis.tuned_lens import lens_kl_at
+
+    text = "The robot must [MASK] hurt the human." if bundled.kind == "masked" else "The robot must not hurt the"
+    run = bundled.run(text)
+    frame = lens_kl_at(run, trained)
+    pos = run.position_of(None)
+    final = run.logits_at(pos).float().log_softmax(-1)
+    for layer in (0, bundled.n_layers - 1):
+        h = run.resid(layer)[0, pos]
+        with torch.inference_mode():
+            readings = (("logit_lens", bundled.adapter.head(h)), ("tuned_lens", trained(h, layer)))
+        for column, logits in readings:
+            logp = logits.float().log_softmax(-1)
+            expected = float((final.exp() * (final - logp)).sum())
+            assert frame.loc[layer, column] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert frame.attrs["position"] == pos and frame.attrs["token"] == run.token_strs()[pos]
+    plain = lens_kl_at(run, TunedLens(bundled), position=1)  # identity translators: the logit lens exactly
+    assert plain["tuned_lens"].to_numpy() == pytest.approx(plain["logit_lens"].to_numpy(), abs=1e-6)
+    assert lens_kl_at(run)["tuned_lens"].isna().all()
 
 
 def test_save_load_and_resume(tiny_gpt, tmp_path):

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from probe.core.model import Model
+    from probe.core.run import Run
 
 CONFIG = "lens.json"
 WEIGHTS = "lens.safetensors"
@@ -382,6 +383,38 @@ def lens_kl(model: Model, texts: list[str], lens: TunedLens | None = None) -> pd
             rows.append(row)
     frame = pd.DataFrame(rows)
     frame.attrs.update(model=model.name, texts=len(docs), positions=int(where.sum()))
+    return frame
+
+
+def lens_kl_at(run: Run, lens: TunedLens | None = None, position: int | None = None, index: int = 0) -> pd.DataFrame:
+    """KL(final || logit lens) and KL(final || tuned lens) per layer at one position of ``run`` (default its
+    slot: the last token, or the [MASK]): how far each layer's reading of that token is from the output.
+
+    Returns:
+        DataFrame [layer, logit_lens, tuned_lens] (nats; tuned_lens NaN without ``lens``). ``.attrs``: model,
+        position, token, lens ("tuned" or None).
+    """
+    import pandas as pd
+
+    model = run.model
+    if model.kind == "encoder":
+        raise InputError(f"{model.name} has no language-model head, so its layers have no reading to compare")
+    if lens is not None:
+        lens.check(model)
+    pos = run.position_of(position, index)
+    final = run.logits_at(pos, index).float().log_softmax(-1)[None]
+    rows = []
+    with torch.inference_mode():
+        for layer in range(model.n_layers):
+            h = run.resid(layer)[index, pos].to(model.device)
+            logit = model.adapter.head(h[None]).float().log_softmax(-1).to(final.device)
+            row = {"layer": layer, "logit_lens": float(_kl(final, logit))}
+            tuned = lens(h[None], layer).float().log_softmax(-1).to(final.device) if lens is not None else None
+            row["tuned_lens"] = float(_kl(final, tuned)) if tuned is not None else float("nan")
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    token = run.token_strs(index)[pos]
+    frame.attrs.update(model=model.name, position=pos, token=token, lens="tuned" if lens is not None else None)
     return frame
 
 

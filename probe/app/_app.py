@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from probe.app._core import COMPARE_VIEWS, EXAMPLES, MAX_CHARS, MODEL_VIEWS, Workbench, why_functions
+from probe.app._core import COMPARE_VIEWS, EXAMPLES, HEAD_VIEWS, MAX_CHARS, MODEL_VIEWS, Workbench, why_functions
 from probe.defaults import MASK
 from probe.errors import ProbeError
 
@@ -34,23 +34,31 @@ TITLES = {
     "predictions": "Predictions",
     "logit_lens": "Logit lens",
     "lens_target": "The top answer, layer by layer",
+    "lens_kl": "How far each layer is from the output",
     "attention": "Attention: one head",
     "attention_neurons": "Inside the head: query, keys, their product",
     "attention_entropy": "Attention entropy (click a cell to pick that head)",
     "residual_norms": "Residual-stream norm",
     "neurons": "Top MLP neurons",
     "attribution": "Attribution: which tokens raised the top prediction",
+    "generation": "Attribution over generation: what each written token read",
     "patching": "Activation patching: where the difference lives",
     "dla": "Direct logit attribution: which heads write the answer",
     "circuit": "Circuit: the edges that carry the difference",
 }
 # Captions of the "why" views (the report's own when it has them).
 WHY_CAPTIONS = {
+    "lens_kl": "At the focused token (default the slot): the KL divergence from the model's own output distribution "
+    "to what each layer's residual stream reads as, through the unembedding alone (logit lens) and, where probe "
+    "ships a tuned lens for these weights, through its translators. Lower is closer; log scale.",
     "attention_neurons": "The head picked above, at the focused token (default the slot): its query vector over "
     "every key vector (one column per dimension), their elementwise product, whose row sums are the scores, and "
     "the softmax of the scaled scores, which is that head's pattern row.",
     "attribution": "Each token of the text the model read, coloured by how much it raised (red) or lowered "
     "(blue) the model's top prediction at the slot (probe.attribute's default method).",
+    "generation": "The model continues the words it reads for a few tokens (greedy); each row is one token it wrote, "
+    "each column a token it read, coloured by how much that token raised the written one's log-probability "
+    "(integrated gradients; every row adds up to its own gain). Cells right of the diagonal were not written yet.",
     "dla": "What each attention head (columns), its layer's attention bias and MLP write along the direction that "
     "separates the model's top answer from its runner-up, read through the output's frozen norm. Red favours the "
     "top answer. The writes and a constant add up to the model's own logit difference.",
@@ -72,6 +80,7 @@ DETAIL_ORDER = (
     "tokens",
     "lens_target",
     "logit_lens",
+    "lens_kl",
     "attention",
     "attention_neurons",
     "attention_entropy",
@@ -218,6 +227,8 @@ def why_section(why: Sequence[str]) -> Any:
     blocks = []
     if "attribution" in why:
         blocks += [html.Div(id="attribution-message", className="message"), graph("attribution")]
+    if "generation" in why:
+        blocks += [html.Div(id="generation-message", className="message"), graph("generation")]
     if "dla" in why:
         blocks += [html.Div(id="dla-message", className="message"), graph("dla")]
     if "patching" in why:
@@ -252,6 +263,24 @@ def why_section(why: Sequence[str]) -> Any:
             html.Div(blocks),
         ],
     )
+
+
+def _text_view(app: dash.Dash, bench: Workbench, view: str) -> None:
+    """The callback of a why view drawn from the text and the model in detail (``bench.<view>(name, text)``),
+    its problems in the message above it."""
+    from dash import Input, Output
+
+    @app.callback(
+        Output(f"fig-{view}", "figure"),
+        Output(f"{view}-message", "children"),
+        Input("text", "value"),
+        Input("detail", "value"),
+    )
+    def draw(text, name):
+        try:
+            return getattr(bench, view)(name, text), ""
+        except Exception as err:
+            return blank(), one_line(err)
 
 
 def layout(bench: Workbench, notice: str | None, why: Sequence[str] = ()) -> Any:
@@ -536,7 +565,7 @@ def make_app(bench: Workbench, notice: str | None = None) -> dash.Dash:
         except Exception as err:
             return (*[blank()] * len(views), *[None] * len(views), one_line(err))
         for view in views:
-            if kind == "encoder" and view in ("predictions", "logit_lens", "lens_target"):
+            if kind == "encoder" and view in HEAD_VIEWS:
                 figs.append(blank())
                 styles.append({"display": "none"})
                 continue
@@ -599,33 +628,9 @@ def make_app(bench: Workbench, notice: str | None = None) -> dash.Dash:
             one_line(err)  # the model views' message already says why
             return blank()
 
-    if "attribution" in why:
-
-        @app.callback(
-            Output("fig-attribution", "figure"),
-            Output("attribution-message", "children"),
-            Input("text", "value"),
-            Input("detail", "value"),
-        )
-        def attribution(text, name):
-            try:
-                return bench.attribution(name, text), ""
-            except Exception as err:
-                return blank(), one_line(err)
-
-    if "dla" in why:
-
-        @app.callback(
-            Output("fig-dla", "figure"),
-            Output("dla-message", "children"),
-            Input("text", "value"),
-            Input("detail", "value"),
-        )
-        def dla(text, name):
-            try:
-                return bench.dla(name, text), ""
-            except Exception as err:
-                return blank(), one_line(err)
+    for view in ("attribution", "generation", "dla"):  # the why views that read the text alone
+        if view in why:
+            _text_view(app, bench, view)
 
     if "patching" in why and "circuit" in why:
 

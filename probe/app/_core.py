@@ -42,9 +42,20 @@ EXAMPLES = (
     "She opened the door and [MASK] into the room.",
 )
 # The views of one model (each a probe.viz builder; see Workbench.model_views) and of all models together.
-MODEL_VIEWS = ("tokens", "predictions", "logit_lens", "lens_target", "attention_entropy", "residual_norms", "neurons")
+MODEL_VIEWS = (
+    "tokens",
+    "predictions",
+    "logit_lens",
+    "lens_target",
+    "lens_kl",
+    "attention_entropy",
+    "residual_norms",
+    "neurons",
+)
+GENERATE = 5  # tokens the generation view writes and attributes (each one integrated-gradients call)
+HEAD_VIEWS = ("predictions", "logit_lens", "lens_target", "lens_kl")  # need a language-model head
 COMPARE_VIEWS = ("comparison", "compare_layers")
-FOCUSED_VIEWS = ("predictions", "lens_target")  # drawn for the focused token; the others only outline it
+FOCUSED_VIEWS = ("predictions", "lens_target", "lens_kl")  # drawn for the focused token; the others only outline it
 TOP_K = 10
 
 
@@ -255,7 +266,7 @@ class Workbench:
             raise InputError(f"unknown view {view!r}; one of {', '.join(MODEL_VIEWS)}")
         run = self.run(name, text)
         model = run.model
-        if view in ("predictions", "logit_lens", "lens_target") and model.kind == "encoder":
+        if view in HEAD_VIEWS and model.kind == "encoder":
             raise InputError(f"{name} is an encoder without a language-model head: it has no predictions")
         pos = self.focus(run, focus)
         plots = run.plot
@@ -269,10 +280,13 @@ class Workbench:
 
         elif view == "neurons":
             make = lambda: plots.neurons(k=min(16, model.d_mlp))  # noqa: E731
-        elif view == "logit_lens":  # read through the tuned lens probe ships for these weights, if any (titled so)
+        elif view in ("logit_lens", "lens_kl"):  # through the tuned lens probe ships for these weights, if any
             from probe.analysis.tuned_lens import shipped_lens
 
-            make = lambda: plots.logit_lens(lens=shipped_lens(model))  # noqa: E731
+            if view == "logit_lens":
+                make = lambda: plots.logit_lens(lens=shipped_lens(model))  # noqa: E731
+            else:
+                make = lambda: plots.lens_kl(lens=shipped_lens(model), position=pos)  # noqa: E731
         else:
             make = getattr(plots, view)
         key = ("view", name, text, view) + ((pos,) if view in FOCUSED_VIEWS else ())
@@ -358,7 +372,7 @@ class Workbench:
         detail = self.check_name(detail) if detail is not None else names[0]
         kind = self.model(detail).kind
         for view in MODEL_VIEWS:
-            if kind == "encoder" and view in ("predictions", "logit_lens", "lens_target"):
+            if kind == "encoder" and view in HEAD_VIEWS:
                 continue
             out[view] = self.model_view(detail, text, view, focus)
         out["attention"] = self.attention(detail, text, layer, head, focus)
@@ -373,6 +387,16 @@ class Workbench:
         reading = self._read_or_fail(name, text)
         make = lambda: draw(attribute(reading.model, reading))  # noqa: E731
         return self._figure(("attribution", name, text), [name], make)
+
+    def generation(self, name: str, text: str) -> go.Figure:
+        """``probe.viz.attribution_generation(probe.attribute_generation(model, text, GENERATE))``: the model
+        continues the words it reads and every token it writes is attributed to the ones before (causal)."""
+        attribute_generation, draw = self._why("generation")
+        reading = self._read_or_fail(name, text)
+        if reading.model.kind != "causal":
+            raise InputError(f"{name} is a masked model: it fills the [MASK] slot and generates nothing")
+        make = lambda: draw(attribute_generation(reading.model, reading.read, max_new_tokens=GENERATE))  # noqa: E731
+        return self._figure(("generation", name, text), [name], make)
 
     def patching(self, name: str, clean: str, corrupted: Any) -> go.Figure:
         """``probe.viz.patching(probe.patching(model, clean, corrupted, metric))`` over the residual stream.
@@ -498,10 +522,12 @@ def why_functions() -> dict[str, tuple[Callable, Callable]]:
     import probe
 
     found = {}
-    for view, name in (("attribution", "attribute"), ("patching", "patching"), ("dla", "dla"), ("circuit", "circuit")):
+    views = [("attribution", "attribute", "attribution"), ("patching", "patching", "patching"), ("dla", "dla", "dla")]
+    views += [("circuit", "circuit", "circuit"), ("generation", "attribute_generation", "attribution_generation")]
+    for view, name, drawn in views:
         try:
             analysis = getattr(probe, name)
-            draw = getattr(importlib.import_module("probe.viz"), view)
+            draw = getattr(importlib.import_module("probe.viz"), drawn)
         except (ImportError, AttributeError):
             continue
         if callable(analysis) and callable(draw):

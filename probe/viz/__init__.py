@@ -107,6 +107,13 @@ class RunPlots:
         ``probe.TunedLens`` to read the layers with; ``k`` candidates in the hover."""
         return logit_lens(self.run, self.index, lens=lens, k=k)
 
+    def lens_kl(self, lens=None, position: int | None = None) -> go.Figure:
+        """KL(final || logit lens), and through ``lens`` the tuned lens, per layer at one token (default the
+        slot): ``probe.viz.lens_kl`` of ``lens_kl_at``."""
+        from probe.analysis.tuned_lens import lens_kl_at
+
+        return lens_kl(lens_kl_at(self.run, lens, position=position, index=self.index))
+
     def lens_target(self, target: str | int, position: int | None = None) -> go.Figure:
         """Rank and probability of ``target`` at ``position``, layer by layer."""
         return lens_target(self.run, target, position=position, index=self.index)

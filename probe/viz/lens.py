@@ -14,6 +14,7 @@ from probe.viz._style import (
     cell_size,
     esc,
     figure,
+    fit_title,
     labels,
     layer_names,
     prob_format,
@@ -227,7 +228,8 @@ def lens_kl(frame, title: str | None = None) -> go.Figure:
     """Logit lens and tuned lens side by side: KL(final || lens) per layer, one line each (lower reads better).
 
     Args:
-        frame: what ``probe.analysis.tuned_lens.lens_kl`` returns, [layer, logit_lens, tuned_lens].
+        frame: what ``probe.analysis.tuned_lens.lens_kl`` (held-out text) or ``lens_kl_at`` (one token of a
+            run) returns, [layer, logit_lens, tuned_lens].
 
     Example:
         >>> probe.viz.lens_kl(lens_kl(gpt, held_out, lens)).show()
@@ -237,15 +239,19 @@ def lens_kl(frame, title: str | None = None) -> go.Figure:
     from probe.errors import InputError
 
     if frame is None or len(frame) == 0 or not {"layer", "logit_lens", "tuned_lens"} <= set(frame.columns):
-        raise InputError("lens_kl() takes the frame probe.analysis.tuned_lens.lens_kl returns")
+        raise InputError("lens_kl() takes the frame probe.analysis.tuned_lens.lens_kl (or lens_kl_at) returns")
     model = frame.attrs.get("model", "")
+    where = (
+        f" at {esc(repr(frame.attrs['token']))} (position {frame.attrs['position']})" if "token" in frame.attrs else ""
+    )
     fig = figure(
-        title=title or f"{esc(model)}: how far each layer's reading is from the output (KL, nats)",
+        title=title or f"{esc(model)}: how far each layer's reading{where} is from the output (KL, nats)",
         width=640,
         height=380,
         xaxis={"title": {"text": "layer (residual stream entering the block)"}, "dtick": 1 if len(frame) <= 16 else 5},
-        yaxis={"title": {"text": "KL(final || lens)"}, "type": "log"},
+        yaxis={"title": {"text": "KL(final || lens)"}, "type": "log", "dtick": "D2"},
     )
     for column, name in (("logit_lens", "logit lens"), ("tuned_lens", "tuned lens")):
-        fig.add_trace(go.Scatter(x=frame["layer"], y=frame[column], mode="lines+markers", name=name))
-    return fig
+        if frame[column].notna().any():  # no tuned lens for these weights: the logit lens alone
+            fig.add_trace(go.Scatter(x=frame["layer"], y=frame[column], mode="lines+markers", name=name))
+    return fit_title(fig)
