@@ -453,11 +453,21 @@ def test_attention_neuron_view_softmax_is_the_models_pattern(case):
                 torch.testing.assert_close(view.products.sum(-1), view.keys @ view.query)
 
 
-def test_circuits_on_every_family(case):
+def test_circuits_on_every_family(case, tmp_path):
     """Edges and circuits on every family and block form (sequential pre-LN, parallel, post-LN): a sender's
     edges add up to its node estimate, faithfulness is 1 with every edge and 0 with none; parallel blocks
-    have no edge from a layer's heads to its own MLP. Post-LN OPT hooks no input of its norms: refused."""
+    have no edge from a layer's heads to its own MLP. Post-LN OPT hooks no input of its norms: refused.
+    On a copy with larger weights: at random init the metric moves by ~1e-5 and every check would pass."""
+    import copy
+
     m = case.model
+    hf = copy.deepcopy(m.hf).float().cpu()
+    torch.manual_seed(4)
+    with torch.no_grad():
+        for param in hf.parameters():
+            if param.dim() == 2:
+                param.normal_(0, 0.3)
+    m = probe.load(_save(hf, m.tokenizer, tmp_path))
     if m.kind == "causal":
         clean, bad, metric = (
             "The robot must not hurt the",
@@ -475,10 +485,12 @@ def test_circuits_on_every_family(case):
             probe.circuit(m, clean, bad, metric)
         return
     full = probe.circuit(m, clean, bad, metric, edges="all")
+    assert abs(full.values["clean"] - full.values["corrupted"]) > 0.05
     assert full.faithfulness == pytest.approx(1.0, abs=1e-3)
     assert probe.circuit(m, clean, bad, metric, edges=0).faithfulness == pytest.approx(0.0, abs=1e-3)
     by_sender = full.scores.groupby("sender")["estimate"].sum()
     heads = probe.attribution_patching(m, clean, bad, metric, over="heads")
+    assert heads["estimate"].abs().max() > 1e-2
     for row in heads.itertuples():
         assert by_sender[f"L{row.layer}H{row.head}"] == pytest.approx(row.estimate, abs=1e-5, rel=1e-4)
     own = full.scores[full.scores["sender"].str.startswith("L0H") & (full.scores["receiver"] == "MLP0")]
