@@ -8,7 +8,9 @@ clean/corrupted pair of ``--seq`` tokens differing in one token; metric: a logit
 - TL AtP:         ``transformer_lens.tools.analysis.attribution_patch`` (node scores) on the bridge;
 - probe exact:    ``probe.patching(over="heads")``: every head patched, one batched run per layer;
 - TL exact:       ``transformer_lens.patching.get_act_patch_attn_head_out_all_pos``: one run per head;
-- probe DLA:      ``probe.dla(unit="head")``: one forward plus the read-out algebra.
+- probe DLA:      ``probe.dla(unit="head")``: one forward plus the read-out algebra;
+- probe EAP:      ``probe.attribution_patching(over="edges")``: every sender -> receiver edge (not a target);
+- TL EAP:         ``attribution_patch`` with ``EdgeAttributionConfig(granularity="edge")``.
 
 Targets (issue #16): AtP <= 3.5x forward and <= TL AtP; exact <= 0.6x TL exact; DLA <= 1.5x forward.
 Prints medians (the cases take turns in every repetition) and says its thread count.
@@ -64,6 +66,7 @@ def main() -> None:
         "probe AtP (heads)": lambda: probe.attribution_patching(model, clean, bad, metric, over="heads"),
         "probe exact (heads)": lambda: probe.patching(model, clean, bad, metric, over="heads"),
         "probe DLA (heads)": lambda: probe.dla(model, clean, "t1", contrast="t2", unit="head"),
+        "probe EAP (edges)": lambda: probe.attribution_patching(model, clean, bad, metric, over="edges"),
     }
     if not args.no_tl:
         from transformer_lens import patching as tl_patching
@@ -85,6 +88,8 @@ def main() -> None:
 
         cases["TL AtP (heads)"] = lambda: tl_atp.attribution_patch(bridge, clean_ids, bad_ids, tl_metric)
         cases["TL exact (heads)"] = tl_exact
+        edges = tl_atp.EdgeAttributionConfig(granularity="edge")
+        cases["TL EAP (edges)"] = lambda: tl_atp.attribution_patch(bridge, clean_ids, bad_ids, tl_metric, edges)
     times = interleaved(cases, args.reps, lambda: None, clock=time.process_time)
     base = times["forward"]
     print(
@@ -103,6 +108,7 @@ def main() -> None:
         line += f"; AtP <= TL AtP: {r:.2f}x {'OK' if r <= 1 else 'MISSED'}"
         r = times["probe exact (heads)"] / times["TL exact (heads)"]
         line += f"; exact <= 0.6x TL exact: {r:.2f} {'OK' if r <= 0.6 else 'MISSED'}"
+        line += f"\n(no target) EAP edges, probe / TL: {times['probe EAP (edges)'] / times['TL EAP (edges)']:.2f}x"
     print(line)
 
 

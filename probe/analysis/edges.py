@@ -118,9 +118,11 @@ def sender_writes(model: Model, run: Run, n: int) -> torch.Tensor:
     return torch.stack([r.double().cpu() for r in rows])
 
 
-def receiver_gradients(model: Model, store: dict, n_heads_kv: int) -> torch.Tensor:
-    """[receivers, rows, pos, d_model]: the gradient of the metric at each receiver's own copy of the residual
-    stream, for every row of ``store`` (the gradient run's inputs and gradients)."""
+def receiver_gradients(model: Model, store: dict, n_heads_kv: int, keep_rows: bool = False) -> torch.Tensor:
+    """[receivers, pos, d_model] float64 on the CPU, averaged over the rows of ``store`` (the gradient run's
+    inputs and gradients): the gradient of the metric at each receiver's own copy of the residual stream.
+    ``keep_rows``: [receivers, rows, pos, d_model] on the model's device instead (post-LN walks need each
+    row's own norm Jacobians)."""
     adapter = model.adapter
     rows = []
     for la in range(model.n_layers):
@@ -129,7 +131,9 @@ def receiver_gradients(model: Model, store: dict, n_heads_kv: int) -> torch.Tens
             rows += list(readout.head_input_vjp(adapter, la, comp, resid, store["grad", comp, la]))
         rows.append(readout.mlp_input_vjp(adapter, la, store["mlp_in", la], store["grad", "mlp", la]))
     rows.append(store["grad", "final"])
-    return torch.stack([r.float() for r in rows])
+    if keep_rows:
+        return torch.stack([r.float() for r in rows])
+    return torch.stack([r.double().mean(0).cpu() for r in rows])
 
 
 def edge_attribution(model: Model, clean_run: Run, bad_run: Run, score, slot: int, method: str, n_steps: int):
@@ -141,11 +145,11 @@ def edge_attribution(model: Model, clean_run: Run, bad_run: Run, score, slot: in
     n = bad_run.lengths[0]
     delta = sender_writes(model, clean_run, n) - sender_writes(model, bad_run, n)  # [S, pos, d]
     store = _gradient_run(model, clean_run, bad_run, score, slot, method, n_steps)
-    grads = receiver_gradients(model, store, kv)  # [R, rows, pos, d]
     if model.adapter.block_form == "post_ln":
+        grads = receiver_gradients(model, store, kv, keep_rows=True)  # [R, rows, pos, d]
         estimates = _through_norms(model, graph, delta, grads, store)
     else:  # the stream is a sum: every later receiver's gradient reaches the sender as it is
-        estimates = delta.flatten(1) @ grads.double().mean(1).flatten(1).T
+        estimates = delta.flatten(1) @ receiver_gradients(model, store, kv).flatten(1).T
     return graph, estimates * graph.allowed()
 
 
@@ -168,7 +172,7 @@ def _through_norms(model: Model, graph: Graph, delta: torch.Tensor, grads: torch
         carried[start:] = readout.norm_vjp(adapter, point, x, carried[start:]).to(carried.dtype)
 
     def write(rows: list[int]) -> None:
-        seen = carried.double().mean(1).flatten(1)  # [R, pos * d]
+        seen = carried.double().mean(1).flatten(1).cpu()  # [R, pos * d]
         estimates[rows] = delta[rows].flatten(1) @ seen.T
 
     n = model.n_layers

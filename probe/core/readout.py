@@ -210,11 +210,11 @@ def norm_vjp(adapter: Adapter, point: str, x: torch.Tensor, v: torch.Tensor) -> 
     """[k, *x.shape]: each of ``v`` [k, *x.shape] carried back through the norm at hook ``point`` (its input),
     at input ``x``: the norm's own Jacobian there, its scale's dependence on x included."""
     module = adapter.point_map[point].module
-    inp = x.detach().float().expand_as(v).clone().requires_grad_(True)
+    inp = x.detach().float().expand(v.shape).clone().requires_grad_(True)
     with torch.enable_grad():
         out = module.forward(inp.to(x.dtype))
-        (found,) = torch.autograd.grad(out, inp, grad_outputs=v.to(out.dtype))
-    return found
+        (found,) = torch.autograd.grad(out, inp, grad_outputs=v.to(out.device, out.dtype))
+    return found.to(v.device)
 
 
 def norm_shift(adapter: Adapter, point: str, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
