@@ -78,6 +78,7 @@ def unembedding(adapter: Adapter, target: int, contrast: int | None) -> tuple[to
     weight = out.weight
     e = _f64(weight[target]) - (_f64(weight[contrast]) if contrast is not None else 0)
     bias = getattr(out, "bias", None)
+    bias = _f64(bias) if bias is not None else None  # detached: no autograd warning on the scalar
     constant = float(bias[target] - (bias[contrast] if contrast is not None else 0)) if bias is not None else 0.0
     return e, constant
 
