@@ -550,44 +550,24 @@ def attribute(
         if baseline not in (None, "unk") or steps != IG_STEPS:
             _fail("--inseq sets the baseline and the steps (inseq's); leave out --baseline and --steps")
         baseline, steps, prepend_bos, tolerance = "unk", 16, False, math.inf
+    if generate is not None and (target is not None or contrast is not None or position is not None):
+        _fail("--generate attributes the tokens it generates; leave out --target, --contrast and --position")
+    m = load(_one_model(model, text))
+    how = {"method": method, "n_steps": steps, "prepend_bos": prepend_bos, "baseline": baseline, "tolerance": tolerance}
     if generate is not None:
-        if target is not None or contrast is not None or position is not None:
-            _fail("--generate attributes the tokens it generates; leave out --target, --contrast and --position")
-        frame = attribute_generation(
-            load(_one_model(model, text)),
-            text,
-            generate,
-            method=method,
-            n_steps=steps,
-            prepend_bos=prepend_bos,
-            baseline=baseline,
-            tolerance=tolerance,
-        )
+        frame = attribute_generation(m, text, generate, **how)
         a = frame.attrs
         keys = ("model", "prompt", "generated", "generated_tokens", "method", "baseline", "completeness", "warning")
         title = f"{a['model']}: {a['prompt']!r} -> {a['generated']!r}, each token attributed ({method})"
-        _print_frame(frame, title, csv, as_json, {k: a[k] for k in keys})
-        if a["warning"]:
-            typer.echo(f"warning: {a['warning']}", err=True)
-        return
-    frame = run_attribute(
-        load(_one_model(model, text)),
-        text,
-        target=target,
-        method=method,
-        position=position,
-        prepend_bos=prepend_bos,
-        n_steps=steps,
-        contrast=contrast,
-        baseline=baseline,
-        tolerance=tolerance,
-    )
-    a = frame.attrs
-    keys = ("model", "text", "target", "target_ids", "contrast", "contrast_ids", "method", "baseline", "n_steps")
-    keys += ("target_value", "baseline_value", "prepend_bos", "tokens", "convergence_delta", "completeness", "warning")
-    over = f" over {a['contrast']!r}" if contrast is not None else ""
-    what = "log-prob difference" if contrast is not None else "log-prob"
-    title = f"{a['model']}: attribution of {a['target']!r}{over} ({method}); {what} {a['target_value']:.3f}"
+    else:
+        frame = run_attribute(m, text, target=target, position=position, contrast=contrast, **how)
+        a = frame.attrs
+        keys = ("model", "text", "target", "target_ids", "contrast", "contrast_ids", "method", "baseline", "n_steps")
+        keys += ("target_value", "baseline_value", "prepend_bos", "tokens", "convergence_delta", "completeness")
+        keys += ("warning",)
+        over = f" over {a['contrast']!r}" if contrast is not None else ""
+        what = "log-prob difference" if contrast is not None else "log-prob"
+        title = f"{a['model']}: attribution of {a['target']!r}{over} ({method}); {what} {a['target_value']:.3f}"
     _print_frame(frame, title, csv, as_json, {k: a[k] for k in keys})
     if a["warning"]:
         typer.echo(f"warning: {a['warning']}", err=True)

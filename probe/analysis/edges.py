@@ -56,9 +56,10 @@ def check_edges(model: Model) -> None:
     else:
         try:
             readout.stream_norms(adapter, 0)  # post-LN: the norms' inputs are hooked
-            if readout.mlp_reads(adapter, 0) not in adapter.point_map:
-                raise NotImplementedError
+            hooked = readout.mlp_reads(adapter, 0) in adapter.point_map
         except NotImplementedError:
+            hooked = False
+        if not hooked:
             why = f"({adapter.family}, {form}) hooks no separate input of its MLPs or norms"
     if why:
         raise InputError(
@@ -227,7 +228,13 @@ def _gradient_run(model: Model, clean_run: Run, bad_run: Run, score, slot: int, 
     patch = {name: (lambda value, ctx, z=zeros[key]: value + z.to(value.dtype)) for key, name in outputs.items()}
     with torch.enable_grad():
         store = forward_capture(
-            model.adapter, ids, torch.ones_like(ids), [*inputs.values()], grad=True, patch=patch, embeds=embeds
+            model.adapter,
+            ids,
+            torch.ones_like(ids),
+            list(dict.fromkeys(inputs.values())),
+            grad=True,
+            patch=patch,
+            embeds=embeds,
         )
         # the head on the slot alone (the final residual is patched above, so its gradient is there too)
         logits = model.adapter.head(store[outputs["grad", "final"]][:, slot])

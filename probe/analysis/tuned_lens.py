@@ -373,15 +373,7 @@ def lens_kl(model: Model, texts: list[str], lens: TunedLens | None = None) -> pd
     resid, final = _read(model, ids, mask)
     where = where.to(model.device)
     target = final[where]
-    rows = []
-    with torch.inference_mode():
-        for layer in range(model.n_layers):
-            h = resid[layer][where]
-            logit = model.adapter.head(h).float().log_softmax(-1)
-            row = {"layer": layer, "logit_lens": float(_kl(target, logit))}
-            row["tuned_lens"] = float(_kl(target, lens(h, layer).float().log_softmax(-1))) if lens else float("nan")
-            rows.append(row)
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(_layer_kls(model, lambda layer: resid[layer][where], target, lens))
     frame.attrs.update(model=model.name, texts=len(docs), positions=int(where.sum()))
     return frame
 
@@ -402,20 +394,26 @@ def lens_kl_at(run: Run, lens: TunedLens | None = None, position: int | None = N
     if lens is not None:
         lens.check(model)
     pos = run.position_of(position, index)
-    final = run.logits_at(pos, index).float().log_softmax(-1)[None]
-    rows = []
-    with torch.inference_mode():
-        for layer in range(model.n_layers):
-            h = run.resid(layer)[index, pos].to(model.device)
-            logit = model.adapter.head(h[None]).float().log_softmax(-1).to(final.device)
-            row = {"layer": layer, "logit_lens": float(_kl(final, logit))}
-            tuned = lens(h[None], layer).float().log_softmax(-1).to(final.device) if lens is not None else None
-            row["tuned_lens"] = float(_kl(final, tuned)) if tuned is not None else float("nan")
-            rows.append(row)
-    frame = pd.DataFrame(rows)
+    final = run.logits_at(pos, index).float().log_softmax(-1)[None].to(model.device)
+    frame = pd.DataFrame(
+        _layer_kls(model, lambda layer: run.resid(layer)[index, pos][None].to(model.device), final, lens)
+    )
     token = run.token_strs(index)[pos]
     frame.attrs.update(model=model.name, position=pos, token=token, lens="tuned" if lens is not None else None)
     return frame
+
+
+def _layer_kls(model: Model, rows, target: torch.Tensor, lens: TunedLens | None) -> list[dict]:
+    """Per layer, KL(target || logit lens) and KL(target || tuned lens; NaN without ``lens``) over the
+    residual rows ``rows(layer)`` [rows, d_model] read against ``target`` [rows, vocab] log-probabilities."""
+    out = []
+    with torch.inference_mode():
+        for layer in range(model.n_layers):
+            h = rows(layer)
+            row = {"layer": layer, "logit_lens": float(_kl(target, model.adapter.head(h).float().log_softmax(-1)))}
+            tuned = _kl(target, lens(h, layer).float().log_softmax(-1)) if lens is not None else float("nan")
+            out.append({**row, "tuned_lens": float(tuned)})
+    return out
 
 
 def _kl(target: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
